@@ -1,0 +1,33 @@
+"""2AFC datasets: ``synthetic-2afc`` (embedded default), ``nights``, ``bapps``."""
+
+from __future__ import annotations
+
+from suite.datasets.base import Subset, TwoAFCDataset
+from suite.errors import SuiteError
+from suite.registry import DATASETS
+
+# built-ins register themselves on import
+from suite.datasets import bapps, nights, synthetic  # noqa: E402,F401
+
+
+def load(name: str, *, limit: int | None = None, **options) -> TwoAFCDataset:
+    """Build the registered dataset ``name`` (options: ``root``, ``split``, ``image_size``, ...).
+
+    ``limit`` keeps the first ``limit`` triplets.
+    """
+    factory = DATASETS.get(name)
+    try:
+        dataset = factory(**options)
+    except TypeError as err:
+        raise SuiteError(f"dataset {name!r}: bad options {sorted(options)}: {err}") from err
+    dataset.name = DATASETS.canonical(name)
+    if len(dataset) == 0:
+        raise SuiteError(f"dataset {name!r} split {dataset.split!r} is empty")
+    if limit is not None:
+        if limit <= 0:
+            raise SuiteError(f"dataset limit must be positive; got {limit}")
+        dataset = Subset(dataset, limit)
+    return dataset
+
+
+__all__ = ["TwoAFCDataset", "Subset", "load"]
