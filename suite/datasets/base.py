@@ -70,3 +70,7 @@ class Subset(TwoAFCDataset):
 
     def sample_id(self, index: int) -> str:
         return self.base.sample_id(index)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{self.base.fingerprint()}|limit={self.limit}".encode())
+        return h.hexdigest()[:16]

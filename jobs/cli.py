@@ -1,0 +1,148 @@
+"""The ``lipsim`` command line: run a config, certify a metric, list plugins, build a leaderboard, train."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from suite.errors import SuiteError
+
+
+def _list(args) -> int:
+    from suite.registry import REGISTRIES
+
+    kinds = [args.kind] if args.kind else list(REGISTRIES)
+    for kind in kinds:
+        print(f"{kind}:")
+        rows = REGISTRIES[kind].describe()
+        width = max((len(name) for name, _ in rows), default=0)
+        for name, description in rows:
+            print(f"  {name.ljust(width)}  {description}")
+    return 0
+
+
+def _run(args) -> int:
+    from jobs.benchmark import run_main
+
+    return run_main(args)
+
+
+def _option(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as TOML when it parses (numbers, booleans), else as a string."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SuiteError(f"expected KEY=VALUE; got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _certify(args) -> int:
+    from jobs.benchmark import report, run
+    from suite.config import parse_config
+
+    try:
+        metric_options = dict(_option(o) for o in args.metric_option)
+        if args.weights:
+            metric_options["weights"] = args.weights
+        dataset_options = dict(_option(o) for o in args.dataset_option)
+        if args.root:
+            dataset_options["root"] = args.root
+        dataset = {"name": args.dataset, "splits": args.split, "options": dataset_options}
+        if args.limit:
+            dataset["limit"] = args.limit
+        data = {
+            "run": {"name": args.name, "results": args.results or f"results/{args.name}"},
+            "metrics": [{"name": args.metric, "options": metric_options}],
+            "datasets": [dataset],
+            "evaluations": [{"kind": "natural"}, {"kind": "certified", "threats": args.threat, "eps": args.eps}],
+        }
+        config = parse_config(data, source="lipsim certify")
+        summary = run(config, address=args.address, progress=not args.no_progress)
+    except SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return report(summary)
+
+
+def _leaderboard(args) -> int:
+    from pathlib import Path
+
+    from leaderboard import build, text_table
+    from suite.store import ResultStore
+
+    root = Path(args.results)
+    if not (root / "cells").is_dir():
+        print(f"error: {str(root)!r} holds no results (expected a folder with cells/ written by `lipsim run`)",
+              file=sys.stderr)
+        return 2
+    parquet, html = build(root)
+    print(text_table(ResultStore(root).read_all()))
+    print(f"leaderboard: {html}\ntable: {parquet}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jobs.benchmark import add_arguments
+
+    parser = argparse.ArgumentParser(prog="lipsim", description="Robustness benchmark for perceptual similarity metrics.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a TOML config: train, evaluate the grid, build the leaderboard")
+    p.add_argument("config", help="TOML run config, e.g. configs/demo.toml")
+    add_arguments(p)
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("list", help="list registered metrics, attacks and datasets")
+    p.add_argument("kind", nargs="?", choices=["metrics", "attacks", "datasets"])
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser("certify", help="certified 2AFC scores of a certifiable metric on a dataset")
+    p.add_argument("--metric", default="lipsim")
+    p.add_argument("--weights", help="weights of the metric (file or folder)")
+    p.add_argument("--metric-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--dataset", default="synthetic-2afc")
+    p.add_argument("--split", nargs="+", default=["test"])
+    p.add_argument("--root", help="dataset root folder (nights, bapps)")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--eps", nargs="+", default=["36/255", "72/255", "108/255"], help="ℓ2 budgets (fractions allowed)")
+    p.add_argument("--threat", nargs="+", default=["ref"], choices=["ref", "all"])
+    p.add_argument("--name", default="certify")
+    p.add_argument("--results")
+    p.add_argument("--address")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_certify)
+
+    p = sub.add_parser("leaderboard", help="rebuild the leaderboard of a results folder")
+    p.add_argument("results", help="results folder, e.g. results/demo")
+    p.set_defaults(func=_leaderboard)
+
+    try:
+        from jobs.train.cli import add_parser as add_train_parser
+    except ImportError:  # the training commands arrive with jobs/train
+        add_train_parser = None
+    if add_train_parser is not None:
+        add_train_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SuiteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Run configuration: a TOML file validated once, at the edge, into typed objects.
+
+Layout (see ``configs/demo.toml`` for a commented example)::
+
+    [run]                      # name, results folder, seed, batch size, parallelism, device
+    [[train]]                  # optional models trained before the grid (parsed by jobs.train)
+    [[metrics]]                # name, label, options, from_train
+    [[datasets]]               # name, splits, limit, options
+    [[evaluations]]            # kind = natural | attack | certified | distance
+
+Relative paths in the file (``results``, dataset ``root``, metric ``weights``)
+are resolved against the folder the command runs in, as a user typing them expects.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from suite.errors import SuiteError
+
+KINDS = ("natural", "attack", "certified", "distance")
+NORMS = ("l2", "linf")
+THREATS = ("ref", "all")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    label: str
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    #: label of a ``[[train]]`` table whose trained model(s) provide ``weights``
+    from_train: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    splits: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    kind: str
+    attack: str = ""
+    label: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    threats: tuple[str, ...] = ("ref",)
+    #: norm -> budgets (``attack``/``distance``); ``certified`` uses the ``l2`` entry
+    eps: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class RunConfig:
+    name: str
+    results_dir: Path
+    metrics: list[MetricSpec]
+    datasets: list[DatasetSpec]
+    evaluations: list[EvalSpec]
+    train: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0
+    batch_size: int = 32
+    max_in_flight: int = 2
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: float = 0.0
+    device: str = "auto"
+    worst_case: bool = True
+    check_invariant: bool = True
+    source: str = ""
+
+
+def parse_eps(value: Any, where: str) -> float:
+    """A budget: a number or a fraction string such as ``"36/255"``; must be finite and ≥ 0."""
+    try:
+        eps = float(Fraction(value)) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError, TypeError):
+        raise SuiteError(f"{where}: ε must be a number or a fraction like \"8/255\"; got {value!r}") from None
+    if not math.isfinite(eps) or eps < 0:
+        raise SuiteError(f"{where}: ε must be finite and ≥ 0; got {value!r}")
+    return eps
+
+
+def _table(data: dict, key: str, where: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where}: [{key}] must be a table; got {type(value).__name__}")
+    return value
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SuiteError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
+
+
+def _str_list(value: Any, where: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) for v in items):
+        raise SuiteError(f"{where}: expected a string or a non-empty list of strings; got {value!r}")
+    if allowed:
+        for v in items:
+            if v not in allowed:
+                raise SuiteError(f"{where}: {v!r} is not one of {', '.join(allowed)}")
+    return tuple(items)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise SuiteError(f"{where}: expected a positive integer; got {value!r}")
+    return value
+
+
+def _eps_table(value: Any, where: str, kind: str) -> dict[str, tuple[float, ...]]:
+    if kind == "certified" and isinstance(value, list):
+        value = {"l2": value}
+    if not isinstance(value, dict) or not value:
+        raise SuiteError(f"{where}: eps must be a table of norm = [budgets], e.g. eps = {{ l2 = [0.5, 1.0] }}; got {value!r}")
+    out = {}
+    for norm, budgets in value.items():
+        if norm not in NORMS:
+            raise SuiteError(f"{where}: unknown norm {norm!r} in eps; expected {', '.join(NORMS)}")
+        if kind == "certified" and norm != "l2":
+            raise SuiteError(f"{where}: certificates are ℓ2 only; got eps for {norm!r}")
+        budgets = budgets if isinstance(budgets, list) else [budgets]
+        if not budgets:
+            raise SuiteError(f"{where}: eps.{norm} is empty")
+        out[norm] = tuple(parse_eps(b, f"{where} eps.{norm}") for b in budgets)
+    return out
+
+
+def _resolve(path: Any, base: Path) -> str:
+    p = Path(str(path)).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, data_root: str | None = None,
+                 results_dir: str | None = None) -> RunConfig:
+    """Validate a config dictionary (as read from TOML) into a :class:`RunConfig`."""
+    where = source or "config"
+    base = base_dir or Path.cwd()
+    _check_keys(data, {"run", "train", "metrics", "datasets", "evaluations"}, where)
+    run = _table(data, "run", where)
+    _check_keys(run, {"name", "results", "seed", "batch_size", "max_in_flight", "cpus_per_cell", "gpus_per_cell",
+                      "device", "worst_case", "check_invariant"}, f"{where} [run]")
+    name = str(run.get("name", Path(source).stem if source else "run"))
+    results = Path(_resolve(results_dir or run.get("results", f"results/{name}"), base))
+
+    metrics = []
+    for i, t in enumerate(data.get("metrics", [])):
+        w = f"{where} [[metrics]] #{i + 1}"
+        _check_keys(t, {"name", "label", "options", "from_train"}, w)
+        if "name" not in t:
+            raise SuiteError(f"{w}: missing 'name'")
+        options = dict(t.get("options", {}))
+        if "weights" in options and options["weights"]:
+            options["weights"] = _resolve(options["weights"], base)
+        metrics.append(MetricSpec(str(t.get("label", t["name"])), str(t["name"]), options, t.get("from_train")))
+    labels = [m.label for m in metrics]
+    if not metrics:
+        raise SuiteError(f"{where}: no [[metrics]] given")
+    if len(set(labels)) != len(labels):
+        raise SuiteError(f"{where}: metric labels must be unique; got {labels}")
+
+    datasets = []
+    for i, t in enumerate(data.get("datasets", [])):
+        w = f"{where} [[datasets]] #{i + 1}"
+        _check_keys(t, {"name", "splits", "split", "limit", "options"}, w)
+        if "name" not in t:
+            raise SuiteError(f"{w}: missing 'name'")
+        options = dict(t.get("options", {}))
+        if "root" in options:
+            options["root"] = _resolve(options["root"], base)
+        elif data_root is not None and t["name"] in ("nights", "bapps"):
+            options["root"] = _resolve(data_root, base)
+        limit = t.get("limit")
+        if limit is not None:
+            limit = _positive_int(limit, f"{w} limit")
+        splits = _str_list(t.get("splits", t.get("split", "test")), f"{w} splits")
+        datasets.append(DatasetSpec(str(t["name"]), splits, options, limit))
+    if not datasets:
+        raise SuiteError(f"{where}: no [[datasets]] given")
+
+    evaluations = []
+    for i, t in enumerate(data.get("evaluations", [{"kind": "natural"}])):
+        w = f"{where} [[evaluations]] #{i + 1}"
+        _check_keys(t, {"kind", "attack", "label", "options", "threats", "eps"}, w)
+        kind = t.get("kind")
+        if kind not in KINDS:
+            raise SuiteError(f"{w}: kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        threats = _str_list(t.get("threats", "ref"), f"{w} threats", THREATS)
+        if kind == "natural":
+            evaluations.append(EvalSpec("natural"))
+            continue
+        if "eps" not in t:
+            raise SuiteError(f"{w}: kind {kind!r} needs eps")
+        eps = _eps_table(t["eps"], w, kind)
+        attack = str(t.get("attack", "distance" if kind == "distance" else ""))
+        if kind == "attack" and not attack:
+            raise SuiteError(f"{w}: kind 'attack' needs attack = \"pgd\" (or another registered attack)")
+        label = str(t.get("label", attack))
+        evaluations.append(EvalSpec(kind, attack, label, dict(t.get("options", {})), threats, eps))
+
+    train = data.get("train", [])
+    if not isinstance(train, list):
+        raise SuiteError(f"{where}: [[train]] must be an array of tables")
+
+    def number(key, default, cast, minimum):
+        value = run.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+            raise SuiteError(f"{where} [run] {key}: expected a number ≥ {minimum}; got {value!r}")
+        return cast(value)
+
+    return RunConfig(
+        name=name,
+        results_dir=results,
+        metrics=metrics,
+        datasets=datasets,
+        evaluations=evaluations,
+        train=train,
+        seed=number("seed", 0, int, 0),
+        batch_size=number("batch_size", 32, int, 1),
+        max_in_flight=number("max_in_flight", 2, int, 1),
+        cpus_per_cell=number("cpus_per_cell", 1.0, float, 0),
+        gpus_per_cell=number("gpus_per_cell", 0.0, float, 0),
+        device=str(run.get("device", "auto")),
+        worst_case=bool(run.get("worst_case", True)),
+        check_invariant=bool(run.get("check_invariant", True)),
+        source=source,
+    )
+
+
+def load_config(path: str | Path, **overrides) -> RunConfig:
+    """Read and validate a TOML run config; every problem is a one-line :class:`SuiteError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise SuiteError(f"config file {str(p)!r} not found (expected a TOML file such as configs/demo.toml)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise SuiteError(f"config {str(p)!r} is not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise SuiteError(f"config {str(p)!r} is not UTF-8 text") from None
+    return parse_config(data, source=str(p), **overrides)

@@ -1,0 +1,65 @@
+"""Worst case over an attack group, and the per-sample invariant of DESIGN.md.
+
+Per sample, always: certified ≤ worst-case robust ≤ natural. A violation means a
+broken certificate or a broken attack; it is reported naming the cells and
+samples, never averaged away.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+TOL = 1e-9
+
+
+def worst_case_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Per sample, the row with the lowest score over the attacks of one group.
+
+    All frames share (metric, dataset, split, threat, norm, ε); the result has
+    ``kind = "worst"`` and ``attack`` = the group's attack labels joined by ``+``.
+    Ties keep the first attack in label order, so the result is deterministic.
+    """
+    rows = pl.concat(frames, how="vertical_relaxed")
+    label = "+".join(sorted(rows["attack"].unique().to_list()))
+    worst = (
+        rows.sort(["sample_id", "score", "attack"])
+        .group_by("sample_id", maintain_order=True)
+        .first()
+        .with_columns(kind=pl.lit("worst"), attack=pl.lit(label))
+    )
+    return worst.select(rows.columns)
+
+
+def _describe(frame: pl.DataFrame, what: str, limit: int = 5) -> str:
+    ids = frame["sample_id"].to_list()
+    cells = sorted(set(frame["cell"].to_list())) if "cell" in frame.columns else []
+    head = frame.row(0, named=True)
+    where = f"{head['metric']} {head['dataset']}/{head['split']}"
+    extra = f" threat={head.get('threat')} {head.get('norm')} ε={head.get('eps'):g}" if head.get("norm") else ""
+    return (f"{what} on {where}{extra}: {len(ids)} sample(s) ({', '.join(ids[:limit])}"
+            f"{', …' if len(ids) > limit else ''}) in cell(s) {', '.join(cells[:3])}")
+
+
+def check_invariants(rows: pl.DataFrame) -> list[str]:
+    """Every per-sample violation of certified ≤ robust ≤ natural, one message per offending group."""
+    keys = ["metric", "metric_id", "dataset", "split", "sample_id"]
+    natural = rows.filter(pl.col("kind") == "natural").select(*keys, nat=pl.col("score"))
+    robust = rows.filter(pl.col("kind").is_in(["attack", "worst"]))
+    certified = rows.filter(pl.col("kind") == "certified")
+    problems = []
+
+    over = robust.join(natural, on=keys).filter(pl.col("score") > pl.col("nat") + TOL)
+    for _, group in over.group_by(["metric", "dataset", "split", "attack", "threat", "norm", "eps"], maintain_order=True):
+        problems.append(_describe(group, f"attack {group['attack'][0]!r} scored above natural"))
+
+    cert_over_nat = certified.join(natural, on=keys).filter(pl.col("score") > pl.col("nat") + TOL)
+    for _, group in cert_over_nat.group_by(["metric", "dataset", "split", "threat", "eps"], maintain_order=True):
+        problems.append(_describe(group, "certified score above natural"))
+
+    attacked = robust.filter(pl.col("norm") == "l2").select(
+        *keys, "threat", "eps", robust=pl.col("score"), robust_attack=pl.col("attack"), robust_cell=pl.col("cell"))
+    broken = certified.join(attacked, on=[*keys, "threat", "eps"]).filter(pl.col("score") > pl.col("robust") + TOL)
+    for _, group in broken.group_by(["metric", "dataset", "split", "threat", "eps", "robust_attack"], maintain_order=True):
+        problems.append(_describe(group, f"certified score above robust score of {group['robust_attack'][0]!r} "
+                                         f"(cell {group['robust_cell'][0]}): a certificate or an attack is broken"))
+    return problems

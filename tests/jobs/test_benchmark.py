@@ -1,0 +1,148 @@
+"""The grid on a real local Ray cluster: results, resume after a kill, failures, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from jobs.benchmark import expand, run
+from jobs.cli import main as cli
+from suite.config import load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def small_config(tmp_path, evaluations=None, metrics=None, **run):
+    return {
+        "run": {"name": "t", "results": str(tmp_path / "results"), "batch_size": 16, **run},
+        "metrics": metrics or [{"name": "l2"}, {"name": "ssim"}],
+        "datasets": [{"name": "synthetic-2afc", "splits": ["test"], "options": {"image_size": 32, "count": 24}}],
+        "evaluations": evaluations or [
+            {"kind": "natural"},
+            {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.5, 2.0]}, "options": {"steps": 5}},
+            {"kind": "certified", "eps": [0.5, 2.0]},
+        ],
+    }
+
+
+def write_toml(path: Path, data: dict) -> Path:
+    lines = []
+
+    def value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    for key, table in data.items():
+        if isinstance(table, list):
+            for item in table:
+                lines.append(f"[[{key}]]")
+                lines.extend(f'"{k}" = {value(v)}' for k, v in item.items())
+        else:
+            lines.append(f"[{key}]")
+            lines.extend(f'"{k}" = {value(v)}' for k, v in table.items())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_grid_writes_rows_worst_case_and_leaderboard(ray_cluster, tmp_path, cache_dir):
+    config = parse_config(small_config(tmp_path))
+    summary = run(config, progress=False)
+    assert summary.ok, (summary.failed, summary.violations)
+    # 2 metrics × (natural + 2 attack cells) + certified for l2 only (ssim has no certificate)
+    assert summary.total == 7 and summary.computed == 7
+    rows = pl.read_parquet(config.results_dir / "leaderboard.parquet")
+    kinds = set(rows["kind"])
+    assert {"natural", "attack", "worst", "certified"} <= kinds
+    assert (config.results_dir / "leaderboard.html").read_text().count("<table") >= 1
+    again = run(config, progress=False)
+    assert again.computed == 0 and again.skipped == 7
+
+
+def test_a_failing_cell_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_path, cache_dir):
+    evaluations = [{"kind": "natural"}, {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.5]},
+                                         "options": {"steps": 5}}]
+    data = small_config(tmp_path, evaluations, metrics=[{"name": "l2"}, {"name": "ssim", "options": {"window": 64}}])
+    summary = run(parse_config(data), progress=False)
+    assert len(summary.failed) == 2 and summary.computed == 2
+    assert "ssim needs images of at least 64" in summary.failed[0]
+    status = [json.loads(p.read_text())["status"] for p in (tmp_path / "results" / "cells").glob("*.json")]
+    assert sorted(status) == ["done", "done", "failed", "failed"]
+
+
+def test_expand_covers_the_grid_and_keys_change_with_weights(tmp_path, cache_dir):
+    config = parse_config(small_config(tmp_path))
+    cells, notes = expand(config)
+    assert len(cells) == 7
+    assert any("ssim" in n and "certificate" in n for n in notes)
+    assert len({json.dumps(c.spec(), sort_keys=True) for c in cells}) == 7
+
+
+def _run_subprocess(config_path, env):
+    return subprocess.Popen([sys.executable, "-m", "jobs.benchmark", "--config", str(config_path), "--no-progress"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_run_resumes_only_unfinished_cells(tmp_path, cache_dir, sig):
+    evaluations = [{"kind": "natural"},
+                   {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.25, 0.5, 1.0, 2.0, 4.0]},
+                    "options": {"steps": 40}}]
+    data = small_config(tmp_path, evaluations, metrics=[{"name": "ssim"}], max_in_flight=1)
+    path = write_toml(tmp_path / "grid.toml", data)
+    env = {**os.environ, "LIPSIM_SUITE_CACHE": str(cache_dir)}
+    cells = tmp_path / "results" / "cells"
+    proc = _run_subprocess(path, env)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list(cells.glob("*.json"))) < 2:
+        time.sleep(0.2)
+    done_before = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.parquet")}
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert 2 <= len(done_before) < 6, "the run must be interrupted halfway"
+    assert not [p for p in cells.iterdir() if p.name.startswith(".tmp")]
+
+    second = _run_subprocess(path, env)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    computed, skipped = map(int, __import__("re").search(r"(\d+) computed, (\d+) already done", out).groups())
+    assert computed + skipped == 6
+    assert skipped >= len(done_before) and computed == 6 - skipped
+    for name, mtime in done_before.items():
+        assert (cells / name).stat().st_mtime_ns == mtime, f"{name} was recomputed"
+
+
+def test_bad_input_exits_non_zero_with_one_line_and_writes_nothing(tmp_path, capsys, cache_dir):
+    results = tmp_path / "results"
+    cases = {
+        "unknown metric": small_config(tmp_path, metrics=[{"name": "lpipz"}]),
+        "negative eps": small_config(tmp_path, [{"kind": "attack", "attack": "pgd", "eps": {"l2": [-1.0]}}]),
+        "wrong dataset path": {**small_config(tmp_path), "datasets": [{"name": "nights", "options": {"root": str(tmp_path / "nowhere")}}]},
+    }
+    for name, data in cases.items():
+        code = cli(["run", str(write_toml(tmp_path / f"{name}.toml", data)), "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, name
+        assert err.startswith("error: ") and len(err.splitlines()) == 1, (name, err)
+        assert not results.exists(), name
+    assert "did you mean" in (lambda: (cli(["run", str(tmp_path / "unknown metric.toml")]), capsys.readouterr().err)[1])()
+    (tmp_path / "broken.toml").write_text("[run\n")
+    assert cli(["run", str(tmp_path / "broken.toml")]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_cli_list_prints_each_registry_with_descriptions(capsys):
+    assert cli(["list", "metrics"]) == 0
+    out = capsys.readouterr().out
+    assert "l2" in out and "Euclidean" in out and "ssim" in out
+
+
+def test_demo_config_is_valid():
+    config = load_config(ROOT / "configs" / "demo.toml")
+    assert config.train and any(m.from_train for m in config.metrics)

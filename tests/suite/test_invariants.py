@@ -1,0 +1,44 @@
+import polars as pl
+
+from suite.invariants import check_invariants, worst_case_rows
+
+
+def rows(kind, scores, attack="", threat="", norm="", eps=0.0, cell="c"):
+    return pl.DataFrame({
+        "metric": "m", "metric_id": "id", "dataset": "d", "split": "s", "kind": kind, "attack": attack,
+        "threat": threat, "norm": norm, "eps": eps, "sample_id": [f"s{i}" for i in range(len(scores))],
+        "score": scores, "cell": cell,
+    })
+
+
+def test_worst_case_takes_the_per_sample_minimum():
+    a = rows("attack", [1.0, 0.0, 0.5], "pgd", "ref", "l2", 0.5)
+    b = rows("attack", [0.0, 1.0, 0.5], "mia", "ref", "l2", 0.5)
+    w = worst_case_rows([a, b]).sort("sample_id")
+    assert w["score"].to_list() == [0.0, 0.0, 0.5]
+    assert set(w["kind"]) == {"worst"} and set(w["attack"]) == {"mia+pgd"}
+
+
+def test_consistent_results_pass():
+    frame = pl.concat([
+        rows("natural", [1.0, 1.0]),
+        rows("worst", [1.0, 0.0], "pgd", "ref", "l2", 0.5),
+        rows("certified", [1.0, 0.0], "", "ref", "l2", 0.5),
+    ])
+    assert check_invariants(frame) == []
+
+
+def test_certified_above_robust_is_reported_with_cell_and_samples():
+    frame = pl.concat([
+        rows("natural", [1.0, 1.0]),
+        rows("attack", [1.0, 0.0], "pgd", "ref", "l2", 0.5, cell="attackcell"),
+        rows("certified", [1.0, 1.0], "", "ref", "l2", 0.5, cell="certcell"),
+    ])
+    problems = check_invariants(frame)
+    assert len(problems) == 1
+    assert "s1" in problems[0] and "certcell" in problems[0] and "attackcell" in problems[0]
+
+
+def test_attack_above_natural_is_reported():
+    frame = pl.concat([rows("natural", [0.0, 1.0]), rows("attack", [1.0, 1.0], "pgd", "ref", "linf", 0.1)])
+    assert len(check_invariants(frame)) == 1
