@@ -13,8 +13,9 @@ from suite.errors import SuiteError
 
 NORMS = ("l2", "linf")
 
-#: bisection steps of the ℓ2 projection: the step along ``z − c`` is found to 2⁻⁴⁰ of its length
-_BISECTION_STEPS = 40
+#: cap on the active-set steps of the ℓ2 projection (each step saturates at least one more
+#: coordinate; a handful are needed in practice, and any iterate is feasible)
+_MAX_ACTIVE_SET_STEPS = 100
 
 
 def check_norm(norm: str) -> str:
@@ -45,33 +46,36 @@ def project(z: torch.Tensor, center: torch.Tensor, eps: float, norm: str) -> tor
     multiplier ``λ ≥ 0`` for the ball separates over coordinates; each coordinate
     minimises ``(p − z)² + λ(p − c)²`` on ``[0, 1]``, so
     ``p(t) = clamp(c + t(z − c), 0, 1)`` with ``t = 1/(1 + λ) ∈ (0, 1]``. Slater's
-    condition holds (``c`` lies in the box and ε > 0), so ``p(t*)`` is the projection
-    for the KKT value: ``t* = 1`` if ``clamp(z, 0, 1)`` is in the ball, otherwise the
-    ``t`` with ``‖p(t) − c‖ = ε``. Every coordinate ``|p_i(t) − c_i|`` is non-decreasing
-    in ``t`` (``c_i ∈ [0, 1]``), so ``t*`` is found by bisection; the lower end is kept,
-    so the result is always feasible. (The usual "scale onto the ball, then clip" of
-    PGD codes is feasible too, but not the nearest point once the box binds.)
+    condition holds (``c`` lies in the box), so ``p(t*)`` is the projection for the KKT
+    value: ``t* = 1`` if ``clamp(z, 0, 1)`` is in the ball, else the ``t`` with
+    ``f(t) = ‖p(t) − c‖² = ε²``. With ``d = z − c``, ``a_i = |d_i|`` and ``r_i`` the room
+    from ``c_i`` to the box face ``d_i`` points at, ``f(t) = Σ min(t·a_i, r_i)²``:
+    coordinate ``i`` grows as ``t²a_i²`` until it saturates at ``r_i²``. The active-set
+    iteration ``t ← min(1, √((ε² − C(t)) / A(t)))``, where ``C`` sums ``r_i²`` over the
+    saturated coordinates and ``A`` sums ``a_i²`` over the others, starts at ``t = 0``
+    (its first step is the plain rescaling ``ε/‖d‖``), never overshoots ``t*``
+    (saturated terms stay saturated and the others are at most ``t²a_i²``, so
+    ``f(t_next) ≤ ε²``), and stops, exactly at ``t*``, once the saturated set stops
+    growing. (The usual "rescale onto the ball, then clip" of PGD codes is its first
+    step: feasible, but not the nearest point once the box binds.)
     """
     if check_norm(norm) == "linf":
         return torch.minimum(torch.maximum(z, center - eps), center + eps).clamp(0.0, 1.0)
     d = z - center
-    # distance travelled along d before coordinate i hits the box: |p_i(t) − c_i| = min(t |d_i|, room_i)
+    a = d.abs()
     room = torch.where(d > 0, 1.0 - center, center)
-    ad = d.abs()
-
-    def dist_sq(t: torch.Tensor) -> torch.Tensor:
-        return torch.minimum(_per_sample(t, d) * ad, room).pow(2).flatten(1).sum(1)
-
+    a_sq, room_sq = a.pow(2), room.pow(2)
     eps_sq = float(eps) ** 2
-    ones = torch.ones(d.shape[0], dtype=d.dtype, device=d.device)
-    inside = dist_sq(ones) <= eps_sq
-    lo, hi = torch.zeros_like(ones), ones.clone()
-    for _ in range(_BISECTION_STEPS):
-        mid = (lo + hi) / 2
-        ok = dist_sq(mid) <= eps_sq
-        lo = torch.where(ok, mid, lo)
-        hi = torch.where(ok, hi, mid)
-    t = torch.where(inside, ones, lo)
+    t = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
+    for _ in range(_MAX_ACTIVE_SET_STEPS):
+        saturated = _per_sample(t, d) * a >= room
+        c_sum = torch.where(saturated, room_sq, 0.0).flatten(1).sum(1)
+        a_sum = torch.where(saturated, 0.0, a_sq).flatten(1).sum(1)
+        grow = ((eps_sq - c_sum).clamp_min(0.0) / a_sum.clamp_min(1e-300)).sqrt()
+        t_next = torch.where(a_sum > 0, grow, torch.ones_like(t)).clamp(max=1.0)
+        if torch.equal(t_next, t):
+            break
+        t = torch.maximum(t, t_next)
     return (center + _per_sample(t, d) * d).clamp(0.0, 1.0)
 
 

@@ -348,7 +348,13 @@ def build_net(spec: TrainSpec, **overrides) -> torch.nn.Module:
     return LipSimNet(preset(spec.preset, **options))
 
 
-def set_threads(spec: TrainSpec) -> None:
-    """On CPU, use the cores Ray reserved for this worker (Ray's default is one thread)."""
+def setup_process(spec: TrainSpec) -> None:
+    """Point the worker at the driver's suite cache and, on CPU, use as many threads as Ray reserved cores.
+
+    Ray starts workers with the cluster's environment, not the driver's, so the cache
+    folder (datasets, teacher embeddings) travels in the spec.
+    """
+    if spec.cache_dir is not None:
+        os.environ["LIPSIM_SUITE_CACHE"] = str(spec.cache_dir)
     if not spec.use_gpu:
         torch.set_num_threads(max(1, spec.cpus_per_worker))

@@ -26,7 +26,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.train.common import Worker, build_net, epoch_order, prepare, set_threads, val_score
+from jobs.train.common import Worker, build_net, epoch_order, prepare, setup_process, val_score
 from jobs.train.images import ImageSource, image_source
 from jobs.train.spec import TrainSpec
 from jobs.train.teacher_cache import TeacherCache
@@ -128,7 +128,7 @@ def steps_per_epoch(cache: TeacherCache, world: int, batch: int) -> int:
 def train_loop(config: dict) -> None:
     """Ray Train entry point: ``config = {"spec": TrainSpec.to_dict()}``."""
     spec = TrainSpec.from_dict(config["spec"])
-    set_threads(spec)
+    setup_process(spec)
     worker = Worker(spec)
     source = image_source(spec)
     cache, teacher_calls = fill_cache(spec, worker, source)

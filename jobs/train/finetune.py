@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from jobs.train.common import EmbedOf, Worker, build_net, prepare, set_threads, shard_order, val_score
+from jobs.train.common import EmbedOf, Worker, build_net, prepare, setup_process, shard_order, val_score
 from jobs.train.spec import TrainSpec
 from metrics.lipsim.losses import hinge_loss, twoafc_logit
 from suite.errors import SuiteError
@@ -46,7 +46,7 @@ def _batch(dataset, indices: list[int], device: torch.device):
 def train_loop(config: dict) -> None:
     """Ray Train entry point: ``config = {"spec": TrainSpec.to_dict()}``."""
     spec = TrainSpec.from_dict(config["spec"])
-    set_threads(spec)
+    setup_process(spec)
     worker = Worker(spec)
     net = build_net(spec)
     train, val = load_splits(spec, net.config.input_size)

@@ -186,7 +186,7 @@ class _Monitor:
                         printed[spec.name].add(row.get("epoch"))
                         bar.write(_epoch_line(spec, row))
                 position = _position(spec)
-                if position is not None:
+                if position is not None and position != bar.n:
                     bar.n = position
                     bar.refresh()
             if stopping:

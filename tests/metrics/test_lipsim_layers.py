@@ -14,6 +14,14 @@ from suite.errors import SuiteError, UnknownNameError
 
 TOL = 1 + 1e-4
 
+
+@pytest.fixture(autouse=True)
+def _flush_denormals():
+    """Power iteration drives some components towards 1e-308, where denormal arithmetic crawls."""
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+
 SMALL = LipSimConfig(
     name="test", input_size=16, channels=5, conv_depth=3, conv_inner=4, n_pools=1,
     dense_depth=2, dense_inner=24, embed_dim=40,
@@ -65,21 +73,18 @@ def _layer_cases():
 def test_every_layer_has_jacobian_norm_at_most_one(case):
     module, shape = _layer_cases()[case]
     gen = torch.Generator().manual_seed(2)
-    for _ in range(3):
-        x = torch.randn(shape, generator=gen, dtype=torch.float64) * 2
-        assert _spectral_norm(module, x) <= TOL
+    x = torch.randn((3 * shape[0], *shape[1:]), generator=gen, dtype=torch.float64) * 2
+    assert _spectral_norm(module, x) <= TOL
 
 
 def test_network_jacobian_norm_at_most_one_and_near_one_somewhere():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(3)
     net = _spread(LipSimNet(SMALL.replace(conv_q_scaling=True)), gen).double()
-    norms = []
-    for _ in range(3):
-        x = torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64)
-        norms.append(_spectral_norm(net, x, iters=40))
-    assert max(norms) <= TOL
-    assert max(norms) > 0.3  # the network is not trivially contractive: the test has teeth
+    # a batch's Jacobian is block diagonal: power iteration finds the largest norm over the points
+    x = torch.rand(4, 3, 16, 16, generator=gen, dtype=torch.float64)
+    sigma = _spectral_norm(net, x, iters=40)
+    assert 0.3 < sigma <= TOL  # at most 1, and not trivially contractive: the test has teeth
 
 
 def _max_ratio_by_ascent(fn, shape, steps: int, gen: torch.Generator) -> float:
@@ -108,7 +113,8 @@ def test_gradient_ascent_over_weights_and_inputs_never_exceeds_one():
     net = LipSimNet(SMALL.replace(conv_q_scaling=True)).double()
     opt = torch.optim.Adam(net.parameters(), lr=0.05)
     x = torch.rand(8, 3, 16, 16, generator=gen, dtype=torch.float64)
-    v = torch.randn(x.shape, generator=gen, dtype=torch.float64) * 1e-2
+    # block-constant directions pass the 4×4 pooling unattenuated
+    v = torch.randn(8, 3, 4, 4, generator=gen, dtype=torch.float64).repeat_interleave(4, 2).repeat_interleave(4, 3) * 1e-2
     for _ in range(25):
         ratio = (net(x + v) - net(x)).norm(dim=1) / v.flatten(1).norm(dim=1)
         assert ratio.max().item() <= TOL
