@@ -16,11 +16,12 @@ TOL = 1 + 1e-4
 
 
 @pytest.fixture(autouse=True)
-def _flush_denormals():
-    """Power iteration drives some components towards 1e-308, where denormal arithmetic crawls."""
-    torch.set_flush_denormal(True)
+def _one_thread():
+    """These tensors are tiny: one thread avoids OpenMP spinning against concurrent test runs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
-    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
 
 SMALL = LipSimConfig(
     name="test", input_size=16, channels=5, conv_depth=3, conv_inner=4, n_pools=1,
