@@ -15,12 +15,13 @@ from suite.types import Triplets
 class DistanceAttack(Attack):
     r"""Maximise ``d(x, x + δ)`` over ``‖δ‖ ≤ ε`` and the ``[0, 1]`` box, PGD-style.
 
-    The single-image attack of the LipSim paper's distance experiments (Ghazanfari et
-    al., "LipSim: A Provably Robust Perceptual Similarity Metric", ICLR 2024), run with
-    the projected gradient ascent of Madry et al. (2018). It measures how far a
-    perturbation of size ε can push a metric's distance between an image and its
-    perturbed copy; for a certifiable metric the evaluator sets the reached value next
-    to the certified bound ``metric.distance_bound(x, ε)``.
+    Projected gradient ascent ("Towards Deep Learning Models Resistant to Adversarial
+    Attacks", Madry et al., 2018) on the distance between an image and its perturbed
+    copy: how far can a perturbation of size ε move an image in the metric's eyes? It
+    is the attack side of the distance bound of a 1-Lipschitz metric (LipSim,
+    Ghazanfari et al., ICLR 2024; DESIGN.md): for a certifiable metric the evaluator
+    sets the reached value next to ``metric.distance_bound(x, ε)``, which it may never
+    exceed.
 
     Distance measure: ℓ2 or ℓ∞. Every restart starts from a uniform random point of
     the ball: ``δ = 0`` is a minimum of ``d(x, x + δ)`` where the gradient of most

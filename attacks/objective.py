@@ -27,7 +27,9 @@ class TwoAFCObjective:
 
     ``images`` is ``(ref,)`` under threat ``ref`` and ``(ref, x0, x1)`` under ``all``;
     ``index`` (a ``LongTensor``, optional) says which triplets of the batch the rows of
-    ``images`` belong to, so a caller may evaluate any subset in any order.
+    ``images`` belong to, so a caller may evaluate any subset in any order. Each image
+    is embedded in its own call, as :func:`suite.evaluate.pair_distances` does, so the
+    attack and the evaluator compute a sample's distances the same way.
     """
 
     def __init__(self, metric, batch: Triplets, threat: str):
@@ -37,8 +39,7 @@ class TwoAFCObjective:
         self.use_embed = bool(metric.has_embed)
         if threat == "ref" and self.use_embed:
             with torch.no_grad():
-                e = metric.embed(torch.cat([batch.x0, batch.x1]))
-            self.e0, self.e1 = e[: len(batch)], e[len(batch):]
+                self.e0, self.e1 = metric.embed(batch.x0), metric.embed(batch.x1)
 
     def clean(self) -> tuple[torch.Tensor, ...]:
         """The images the adversary moves, unperturbed."""
@@ -58,10 +59,9 @@ class TwoAFCObjective:
         else:
             ref, x0, x1 = images
             if self.use_embed:
-                er, e0, e1 = m.embed(torch.cat([ref, x0, x1])).chunk(3)
-                return m.compare(er, e0), m.compare(er, e1)
-        d = m.distance(torch.cat([ref, ref]), torch.cat([x0, x1]))
-        return d[: ref.shape[0]], d[ref.shape[0]:]
+                er = m.embed(ref)
+                return m.compare(er, m.embed(x0)), m.compare(er, m.embed(x1))
+        return m.distance(ref, x0), m.distance(ref, x1)
 
     def judge(self, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.batch.judge if index is None else self.batch.judge[index]

@@ -64,19 +64,23 @@ def project(z: torch.Tensor, center: torch.Tensor, eps: float, norm: str) -> tor
     d = z - center
     a = d.abs()
     room = torch.where(d > 0, 1.0 - center, center)
-    a_sq, room_sq = a.pow(2), room.pow(2)
+    # coordinate i saturates once t ≥ tau_i; a zero coordinate never moves
+    tau = torch.where(a > 0, room / a, torch.inf).flatten(1)
+    # (r², a²) per coordinate, summed in float64: float32 sums let the result overshoot ε by ~10⁻⁶
+    weights = torch.stack([room.flatten(1), a.flatten(1)], dim=1).double().pow(2)
+    a_total = weights[:, 1].sum(1)
     eps_sq = float(eps) ** 2
-    t = torch.zeros(d.shape[0], dtype=d.dtype, device=d.device)
+    t = torch.zeros(d.shape[0], dtype=torch.float64, device=d.device)
     for _ in range(_MAX_ACTIVE_SET_STEPS):
-        saturated = _per_sample(t, d) * a >= room
-        c_sum = torch.where(saturated, room_sq, 0.0).flatten(1).sum(1)
-        a_sum = torch.where(saturated, 0.0, a_sq).flatten(1).sum(1)
+        saturated = (tau <= t.to(tau.dtype).unsqueeze(1)).to(weights.dtype).unsqueeze(2)
+        c_sum, a_saturated = torch.bmm(weights, saturated).squeeze(2).unbind(1)
+        a_sum = (a_total - a_saturated).clamp_min(0.0)
         grow = ((eps_sq - c_sum).clamp_min(0.0) / a_sum.clamp_min(1e-300)).sqrt()
         t_next = torch.where(a_sum > 0, grow, torch.ones_like(t)).clamp(max=1.0)
-        if torch.equal(t_next, t):
+        if not bool((t_next > t).any()):
             break
         t = torch.maximum(t, t_next)
-    return (center + _per_sample(t, d) * d).clamp(0.0, 1.0)
+    return (center + _per_sample(t.to(d.dtype), d) * d).clamp(0.0, 1.0)
 
 
 def random_start(center: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:

@@ -44,8 +44,21 @@ def jitter_transform():
     return v2.Compose([v2.ColorJitter(*JITTER), v2.RandomGrayscale(GREYSCALE_P)])
 
 
+class Plain(Dataset):
+    """The plain view only: what the teacher embeds."""
+
+    def __init__(self, source: ImageSource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.source.load(index)
+
+
 class TwoViews(Dataset):
-    """Item ``i`` of ``indices``: ``(x, x̃, T(x))`` with a fresh jitter per call."""
+    """Image ``i``: ``(x, x̃, T(x))``, plain view, a fresh colour jitter of it, and its cached teacher embedding."""
 
     def __init__(self, source: ImageSource, targets: dict[int, torch.Tensor]):
         self.source, self.targets = source, targets
@@ -96,14 +109,14 @@ def fill_cache(spec: TrainSpec, worker: Worker, source: ImageSource) -> tuple[Te
         teacher.to(worker.device).eval()
         done = 0
         todo = sum(len(cache.shard_range(k)) for k in missing)
-        worker.say(f"teacher {spec.teacher}: embedding {todo} images on worker 0 ({len(missing)} shards), "
-                   f"cached under {cache.folder}")
+        worker.say(f"teacher {spec.teacher}: embedding {todo} images ({len(missing)} shards) on worker 0 of "
+                   f"{worker.world}, cached under {cache.folder}")
         with torch.no_grad():
             for k in missing:
                 rows = []
-                indices = list(cache.shard_range(k))
-                for start in range(0, len(indices), spec.batch_size):
-                    x = torch.stack([source.load(i) for i in indices[start:start + spec.batch_size]])
+                loader = DataLoader(Plain(source), batch_size=spec.batch_size, sampler=list(cache.shard_range(k)),
+                                    num_workers=spec.loader_workers, pin_memory=spec.use_gpu)
+                for x in loader:
                     rows.append(teacher.embed(x.to(worker.device)).float().cpu())
                     calls += 1
                     done += len(rows[-1])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from jobs.train.common import EmbedOf, Worker, build_net, prepare, setup_process, shard_order, val_score
 from jobs.train.spec import TrainSpec
@@ -36,11 +37,18 @@ def load_splits(spec: TrainSpec, image_size: int):
     return train, val
 
 
-def _batch(dataset, indices: list[int], device: torch.device):
-    items = [dataset[i] for i in indices]
-    images = torch.cat([torch.stack([it[k] for it in items]) for k in range(3)]).to(device)
-    judge = torch.tensor([float(it[3]) for it in items], device=device)
-    return images, judge
+class TripletItems(Dataset):
+    """A 2AFC dataset as ``(ref, x0, x1, judge)`` items for a ``DataLoader``."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        ref, x0, x1, judge, _ = self.dataset[index]
+        return ref, x0, x1, torch.tensor(float(judge))
 
 
 def train_loop(config: dict) -> None:
@@ -66,10 +74,12 @@ def train_loop(config: dict) -> None:
     for epoch in range(start, spec.epochs):
         began = time.perf_counter()
         order, steps = shard_order(len(train), epoch, spec.seed, worker.rank, worker.world, worker.batch)
+        loader = DataLoader(TripletItems(train), batch_size=worker.batch, sampler=order,
+                            num_workers=spec.loader_workers, pin_memory=spec.use_gpu)
         loss_sum = 0.0
-        for step in range(steps):
+        for step, (ref, x0, x1, judge) in enumerate(loader):
             lr = worker.set_lr(optimizer, epoch * steps + step, steps)
-            images, judge = _batch(train, order[step * worker.batch:(step + 1) * worker.batch], worker.device)
+            images, judge = torch.cat([ref, x0, x1]).to(worker.device), judge.to(worker.device)
             e_ref, e0, e1 = model(images).chunk(3)
             loss = hinge_loss(twoafc_logit(e_ref, e0, e1), judge, spec.margin)
             optimizer.zero_grad(set_to_none=True)

@@ -88,7 +88,7 @@ class PhotoCrops(ImageSource):
             # stream 1 keeps these crops apart from the dataset's triplets, which use the split's index
             rng = np.random.default_rng([self.seed, 1_000_003, index])
             _, scene = draw_scene(rng, PHOTOS["train"], self.image_size)
-            self._crops[index] = torch.from_numpy(np.ascontiguousarray(scene.ref)).permute(2, 0, 1)
+            self._crops[index] = torch.from_numpy(np.array(scene.ref)).permute(2, 0, 1)  # a writable copy
         return self._crops[index].float() / 255
 
     def describe(self) -> dict:

@@ -27,20 +27,25 @@ CONTROLLER_POLL_S = 0.5
 
 
 def check_recipe(spec: TrainSpec) -> None:
-    """Write ``spec.json`` into a new output folder; refuse an output folder that holds another recipe."""
+    """Refuse an output folder whose ``spec.json`` holds another recipe (finished or not)."""
     path = spec.output / SPEC_FILE
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except ValueError:
-            saved = None
-        if saved is not None and saved.get("recipe_hash") != spec.recipe_hash():
-            old = saved.get("recipe", {})
-            changed = sorted(k for k in set(old) | set(spec.recipe()) if old.get(k) != spec.recipe().get(k))
-            raise SuiteError(f"[[train]] {spec.name!r}: {str(spec.output)!r} holds a run with another recipe "
-                             f"(changed: {', '.join(changed) or '?'}); delete that folder or choose another output")
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        return
+    if saved.get("recipe_hash") != spec.recipe_hash():
+        old = saved.get("recipe", {})
+        changed = sorted(k for k in set(old) | set(spec.recipe()) if old.get(k) != spec.recipe().get(k))
+        raise SuiteError(f"[[train]] {spec.name!r}: {str(spec.output)!r} holds a run with another recipe "
+                         f"(changed: {', '.join(changed) or '?'}); delete that folder or choose another output")
+
+
+def write_recipe(spec: TrainSpec) -> None:
     spec.output.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {"recipe_hash": spec.recipe_hash(), "recipe": spec.recipe(), "spec": spec.to_dict()})
+    atomic_write_json(spec.output / SPEC_FILE,
+                      {"recipe_hash": spec.recipe_hash(), "recipe": spec.recipe(), "spec": spec.to_dict()})
 
 
 def make_trainer(spec: TrainSpec):
@@ -72,9 +77,10 @@ def _resources(spec: TrainSpec) -> dict:
 
 def train_one(spec: TrainSpec) -> Path:
     """Train ``spec`` to the end (or resume it) on the current Ray cluster; returns its output folder."""
+    check_recipe(spec)
     if is_finished(spec.output):
         return spec.output
-    check_recipe(spec)
+    write_recipe(spec)
     try:
         make_trainer(spec).fit()
     except Exception as err:  # Ray wraps worker errors; keep the worker's own one-line message
@@ -116,6 +122,10 @@ def run_all(specs: list[TrainSpec], *, progress: bool = True) -> dict[str, Path]
     # Ray Train's controller takes in one worker report per poll, every 2 s by default: short CPU epochs
     # would queue their reports and end the run seconds late. The driver's value is passed on to the controller.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(CONTROLLER_POLL_S))
+    # Ray Train's print patch logs every print of a worker a second time (our progress lines appeared twice)
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    for spec in specs:  # a reused output folder of another recipe stops everything before any training
+        check_recipe(spec)
     results: dict[str, Path] = {}
     failures: dict[str, str] = {}
     pending = {s.name: s for s in specs}

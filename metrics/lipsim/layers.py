@@ -4,12 +4,13 @@ An SLL layer is the residual map
 
     h(x) = x − 2·W·T⁻¹·ReLU(Wᵀx + b),   T = diag_i( Σ_j |WᵀW|_ij · q_j / q_i ),  q = exp(q_param),
 
-which is 1-Lipschitz in ℓ2 for every W, b and q (Araujo et al., Thm. 3). ``T⁻¹`` is
+which is 1-Lipschitz in ℓ2 for every W, b and q (Araujo et al., the SLL theorem). ``T⁻¹`` is
 taken entry-wise and set to 0 where ``T_ii = 0`` (then column i of W is zero and
 contributes nothing). The convolutional layer uses the same formula with W a
 convolution: ``Wᵀx`` is ``conv2d(x, kernel)`` (``channels → inner``), ``W z`` its
-adjoint ``conv_transpose2d(z, kernel)``, and ``|WᵀW|`` summed over all shifts is the
-``(2k−1)×(2k−1)`` self-convolution of the kernel.
+adjoint ``conv_transpose2d(z, kernel)``, and the row sums of ``|WᵀW|`` are the sums of
+the absolute ``(2k−1)×(2k−1)`` self-convolution of the kernel over all shifts (an
+interior row; rows at the zero-padded border sum fewer terms, so the bound holds there too).
 
 Parameter names and shapes follow the LipSim reference so released checkpoints
 load as they are: ``kernel (inner, channels, k, k)``, ``bias (1, inner, 1, 1)``,

@@ -79,7 +79,8 @@ class LipSimNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x = x.to(self.convs[0].kernel.dtype if len(self.convs) else x.dtype)
+        param = next(self.parameters(), None)
+        x = x.to(param.dtype) if param is not None else x
         if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
             return self.head(self.features(x))
         feats = [self.features(part) for part in x.split(self.chunk_size)]

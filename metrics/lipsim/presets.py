@@ -19,7 +19,8 @@ large        224        90          50           5        2           10        
 
 ``small`` is the released LipSim model (dense width 45·14·14 = 8820, embedding
 1792 = DreamSim's ensemble); ``medium`` and ``large`` are the reference code's
-other sizes; ``tiny`` trains on a CPU in minutes at 64×64.
+other sizes (all three with the reference's convolutional ``T``, ``conv_q_scaling=False``);
+``tiny`` trains on a CPU in minutes at 64×64 and uses the SLL paper's ``T``.
 """
 
 from __future__ import annotations

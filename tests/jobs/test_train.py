@@ -146,6 +146,7 @@ def test_run_all_names_every_failed_spec_after_the_others_finish(ray_cluster, tm
 
 def test_an_output_folder_of_another_recipe_is_refused(tmp_path):
     (spec,) = parse_train_tables([finetune_table()], tmp_path)
+    runner.write_recipe(spec)
     runner.check_recipe(spec)
     (other,) = parse_train_tables([finetune_table(lr=0.5)], tmp_path)
     with pytest.raises(SuiteError, match=r"another recipe \(changed: lr\)"):
@@ -190,11 +191,12 @@ def test_killed_finetune_on_two_workers_resumes_from_its_last_checkpoint(ray_clu
     import metrics
 
     output = tmp_path / "ft"
+    # 8 epochs of 5 steps: the run goes on for seconds after its first checkpoint, time enough to kill it
     command = [
         sys.executable, "-m", "jobs.train.cli", "finetune", "--name", "ft", "--preset", "tiny",
         *[f"--model-option={k}={v}" for k, v in TINY_MODEL.items()],
-        "--dataset", "synthetic-2afc", "--dataset-option", "count=96", "--dataset-option", "image_size=32",
-        "--val-option", "count=32", "--epochs", "6", "--batch-size", "16", "--lr", "0.001", "--margin", "0.2",
+        "--dataset", "synthetic-2afc", "--dataset-option", "count=160", "--dataset-option", "image_size=32",
+        "--val-option", "count=32", "--epochs", "8", "--batch-size", "16", "--lr", "0.001", "--margin", "0.2",
         "--num-workers", "2", "--output", str(output), "--address", ray_cluster.get_runtime_context().gcs_address,
         "--no-progress",
     ]
@@ -210,12 +212,12 @@ def test_killed_finetune_on_two_workers_resumes_from_its_last_checkpoint(ray_clu
     first.wait(timeout=30)
     assert not is_finished(output), "the run finished before it could be killed: make its epochs longer"
     killed_after = {r["epoch"] for r in read_log(output)}
-    assert 1 in killed_after and 6 not in killed_after
+    assert 1 in killed_after and 8 not in killed_after
 
     second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     rows = read_log(output)
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in rows] == list(range(1, 9))
     resumed = [r for r in rows if r["start_epoch"] > 0]
     assert resumed and resumed[0]["epoch"] >= 2 and resumed[0]["start_epoch"] == resumed[0]["epoch"] - 1
     assert all(r["workers"] == 2 and 0 <= r["val_score"] <= 1 for r in rows)
