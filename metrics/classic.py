@@ -66,6 +66,12 @@ class PSNR(_PixelMetric):
         mse = (ex - ey).pow(2).mean(1)
         return 10 * torch.log10(mse + 1e-10)
 
+    def distance_bound(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+        """``10·log10(‖δ‖²/n + 1e-10) ≤ 10·log10(ε²/n + 1e-10)`` for ``‖δ‖₂ ≤ ε`` (log10 is increasing)."""
+        n = x[0].numel()
+        value = 10 * torch.log10(torch.tensor(eps**2 / n + 1e-10, dtype=torch.float64))
+        return torch.full((x.shape[0],), float(value), dtype=x.dtype, device=x.device)
+
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Normalised 1-D Gaussian ``g_i ∝ exp(−(i − c)² / 2σ²)``, ``c = (size − 1)/2``."""
