@@ -2,7 +2,7 @@
 
 Measures, at 224×224 with random weights (no downloads):
 
-* LipSim ``small`` as the metric runs it (cached ``T``, channels-last, fused oneDNN kernels);
+* LipSim ``small`` as the metric runs it (cached ``T``, channels-last, fused oneDNN kernels, in place);
 * the same network through the plain formula (``T`` recomputed per call, NCHW, no fusion),
   with the largest output difference to the fast path;
 * the DreamSim ensemble architecture: three ViT-B/16 (DINO, CLIP, OpenCLIP shapes) from

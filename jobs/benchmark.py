@@ -10,13 +10,13 @@ where it stopped; a cell that raises is recorded as failed and the grid goes on.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from jobs.cluster import connect
 from suite.config import RunConfig, load_config
 from suite.errors import SuiteError
 from suite.evaluate import Cell, evaluate_cell, load_dataset, load_metric
@@ -130,19 +130,6 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
     return cells, sorted(set(notes))
 
 
-def _connect(address: str | None, num_cpus: int | None = None):
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    return True
-
-
 def _train(config: RunConfig, progress: bool) -> dict[str, Path]:
     if not config.train:
         return {}
@@ -239,7 +226,7 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
         parse_train_tables(config.train, config.results_dir)
     config.results_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(config.results_dir)
-    started = _connect(address)
+    started = connect(address)
     try:
         trained = _train(config, progress)
         cells, notes = expand(config, trained, cache)

@@ -27,29 +27,16 @@ def _run(args) -> int:
     return run_main(args)
 
 
-def _option(text: str) -> tuple[str, object]:
-    """``key=value`` with the value read as TOML when it parses (numbers, booleans), else as a string."""
-    import tomllib
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise SuiteError(f"expected KEY=VALUE; got {text!r}")
-    try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value
-    return key.strip(), parsed
-
-
 def _certify(args) -> int:
     from jobs.benchmark import report, run
+    from jobs.cluster import parse_option
     from suite.config import parse_config
 
     try:
-        metric_options = dict(_option(o) for o in args.metric_option)
+        metric_options = dict(parse_option(o) for o in args.metric_option)
         if args.weights:
             metric_options["weights"] = args.weights
-        dataset_options = dict(_option(o) for o in args.dataset_option)
+        dataset_options = dict(parse_option(o) for o in args.dataset_option)
         if args.root:
             dataset_options["root"] = args.root
         dataset = {"name": args.dataset, "splits": args.split, "options": dataset_options}
@@ -88,6 +75,7 @@ def _leaderboard(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from jobs.benchmark import add_arguments
+    from jobs.train.cli import add_parser as add_train_parser
 
     parser = argparse.ArgumentParser(prog="lipsim", description="Robustness benchmark for perceptual similarity metrics.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,12 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", help="results folder, e.g. results/demo")
     p.set_defaults(func=_leaderboard)
 
-    try:
-        from jobs.train.cli import add_parser as add_train_parser
-    except ImportError:  # the training commands arrive with jobs/train
-        add_train_parser = None
-    if add_train_parser is not None:
-        add_train_parser(sub)
+    add_train_parser(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable
@@ -45,11 +46,9 @@ class Entry:
 
 
 def _first_line(obj: Any) -> str:
-    doc = getattr(obj, "__doc__", None) or ""
-    for line in doc.strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    """The first paragraph of the docstring, on one line."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 class Registry:
@@ -111,6 +110,29 @@ class Registry:
 
     def get(self, name: str) -> Any:
         return self._entries[self.canonical(name)].resolve()
+
+    def build(self, name: str, expected: type, **options) -> Any:
+        """Call the factory registered as ``name`` with ``options``; check the result is an ``expected``.
+
+        Options are bound to the factory's signature first, so a misspelt option is
+        reported as such (with the accepted ones) instead of as an error from deep inside.
+        """
+        factory = self.get(name)
+        key = self.canonical(name)
+        try:
+            inspect.signature(factory).bind(**options)
+        except TypeError as err:
+            accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
+            raise SuiteError(f"{self.kind} {key!r}: bad options {sorted(options)} ({err}); "
+                             f"accepted: {', '.join(accepted) or 'none'}") from None
+        except ValueError:  # builtins without a signature: let the call decide
+            pass
+        obj = factory(**options)
+        if not isinstance(obj, expected):
+            raise SuiteError(f"{self.kind} {key!r} must build a {expected.__module__}.{expected.__qualname__}; "
+                             f"got {type(obj).__name__}")
+        obj.name = key
+        return obj
 
     def describe(self) -> list[tuple[str, str]]:
         """``(name, one-line description)`` for every entry, resolving lazy ones for their docstring."""

@@ -23,21 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from jobs.cluster import connect, parse_option
 from suite.errors import SuiteError
-
-
-def _option(text: str) -> tuple[str, object]:
-    """``key=value`` with the value read as TOML when it parses (numbers, booleans), else as a string."""
-    import tomllib
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise SuiteError(f"expected KEY=VALUE; got {text!r}")
-    try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value
-    return key.strip(), parsed
 
 
 def _common(p: argparse.ArgumentParser, stage: str) -> None:
@@ -114,7 +101,7 @@ def table_from_args(args: argparse.Namespace) -> dict:
                       ("val_option", "val_options"), ("teacher_option", "teacher_options")):
         pairs = getattr(args, flag, None) or []
         if pairs:
-            table[key] = dict(_option(p) for p in pairs)
+            table[key] = dict(parse_option(p) for p in pairs)
     margins = getattr(args, "margin", None)
     if margins:
         if len(margins) == 1:
@@ -122,20 +109,6 @@ def table_from_args(args: argparse.Namespace) -> dict:
         else:
             table["margins"] = margins
     return table
-
-
-def connect(address: str | None, worker_logs: bool = False) -> bool:
-    """Join the cluster at ``address`` (or ``$RAY_ADDRESS``), else start a local one; True if started here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=worker_logs)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=worker_logs)
-    return True
 
 
 def run(args: argparse.Namespace) -> int:

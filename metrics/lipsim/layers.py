@@ -135,23 +135,30 @@ class SLLConv2d(_CachedSLL):
             (-back).contiguous(memory_format=fmt),
         )
 
-    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_fast(self, x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """The same function from cached ``T``; fused oneDNN kernels when no gradient is needed.
 
         Without autograd on CPU float32, the first convolution carries the ReLU and the
         second adds the residual (``x + conv(z, −2·W·T⁻¹)``) inside oneDNN: the inner
-        width is tiny, so the layer is bound by memory traffic, and every pass saved counts.
+        width is tiny, so the layer is bound by memory traffic, and every pass saved
+        counts. ``inplace=True`` (for a caller that owns ``x``, as the network does)
+        accumulates into ``x`` itself instead of a fresh tensor.
         """
         down, bias, back, neg_back = self._derived()
         p = [self.padding] * 2
         if x.requires_grad and torch.is_grad_enabled():
             return x - F.conv2d(F.relu(F.conv2d(x, down, bias, padding=p)), back, padding=p)
         if _FUSED_CONV and x.device.type == "cpu" and x.dtype == torch.float32:
-            conv = torch.ops.mkldnn._convolution_pointwise
-            z = conv(x, down, bias, p, [1, 1], [1, 1], 1, "relu", [], "")
-            return conv.binary(z, x, neg_back, None, p, [1, 1], [1, 1], 1, "add", None, None, [], "")
+            z = torch.ops.mkldnn._convolution_pointwise(x, down, bias, p, [1, 1], [1, 1], 1, "relu", [], "")
+            if inplace:
+                return torch.ops.mkldnn._convolution_pointwise_.binary(
+                    x, z, neg_back, None, p, [1, 1], [1, 1], 1, "add", None, None, [], ""
+                )
+            return torch.ops.mkldnn._convolution_pointwise.binary(
+                z, x, neg_back, None, p, [1, 1], [1, 1], 1, "add", None, None, [], ""
+            )
         y = F.conv2d(F.conv2d(x, down, bias, padding=p).relu_(), back, padding=p)
-        return torch.sub(x, y, out=y)
+        return x.sub_(y) if inplace else torch.sub(x, y, out=y)
 
 
 class SLLLinear(_CachedSLL):

@@ -35,9 +35,6 @@ class LipSimNet(nn.Module):
         torch.Size([2, 128])
     """
 
-    #: images per chunk on the no-grad path: keeps a chunk's activations near the CPU caches
-    chunk_size: int = 4
-
     def __init__(self, config: LipSimConfig):
         super().__init__()
         self.config = config
@@ -61,14 +58,26 @@ class LipSimNet(nn.Module):
                 f"got {tuple(x.shape)} (resize first, e.g. through the lipsim metric)"
             )
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Padding, convolutional layers and poolings: ``(B, channels, s, s)``."""
-        x = self.pad(x).contiguous(memory_format=torch.channels_last)
-        for conv in self.convs:
-            x = conv(x)
+    def features(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """Padding, convolutional layers and poolings: ``(B, channels, s, s)``, channels-last.
+
+        ``fast`` (no gradient needed anywhere) runs the layers' cached fast path in
+        place on the padded copy, which this method owns.
+        """
+        if fast:
+            h = torch.empty((x.shape[0], self.config.channels, *x.shape[2:]), dtype=x.dtype, device=x.device,
+                            memory_format=torch.channels_last)
+            h[:, : x.shape[1]] = x
+            h[:, x.shape[1]:] = 0
+            for conv in self.convs:
+                h = conv.forward_fast(h, inplace=True)
+        else:
+            h = self.pad(x).contiguous(memory_format=torch.channels_last)
+            for conv in self.convs:
+                h = conv(h)
         for pool in self.pools:
-            x = pool(x)
-        return x
+            h = pool(h)
+        return h
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Flatten (channel-major, as the reference), dense layers, truncation to ``embed_dim``."""
@@ -81,10 +90,8 @@ class LipSimNet(nn.Module):
         self.check_input(x)
         param = next(self.parameters(), None)
         x = x.to(param.dtype) if param is not None else x
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
-            return self.head(self.features(x))
-        feats = [self.features(part) for part in x.split(self.chunk_size)]
-        return self.head(torch.cat(feats))
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return self.head(self.features(x, fast=not needs_grad))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The embedding a metric compares: ``forward(x)``, then ``bias_value`` appended if ``requires_bias``.

@@ -15,12 +15,7 @@ def load(name: str, *, limit: int | None = None, **options) -> TwoAFCDataset:
 
     ``limit`` keeps the first ``limit`` triplets.
     """
-    factory = DATASETS.get(name)
-    try:
-        dataset = factory(**options)
-    except TypeError as err:
-        raise SuiteError(f"dataset {name!r}: bad options {sorted(options)}: {err}") from err
-    dataset.name = DATASETS.canonical(name)
+    dataset = DATASETS.build(name, TwoAFCDataset, **options)
     if len(dataset) == 0:
         raise SuiteError(f"dataset {name!r} split {dataset.split!r} is empty")
     if limit is not None:

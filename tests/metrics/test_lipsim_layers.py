@@ -218,3 +218,16 @@ def test_requires_bias_appends_constant_coordinate():
     assert e.shape == (2, SMALL.embed_dim + 1)
     torch.testing.assert_close(e[:, :-1], net(x))
     assert (e[:, -1] == 0.5).all()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_layer_fast_path_leaves_its_input_alone(fused, monkeypatch):
+    monkeypatch.setattr(layers, "_FUSED_CONV", fused and layers._FUSED_CONV)
+    layer = SLLConv2d(6, 3)
+    x = torch.rand(2, 6, 9, 9).contiguous(memory_format=torch.channels_last)
+    copy = x.clone()
+    plain = layer.forward_plain(x).detach()
+    with torch.no_grad():
+        fast = layer(x)
+    assert torch.equal(x, copy)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
