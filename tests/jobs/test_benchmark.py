@@ -146,3 +146,19 @@ def test_cli_list_prints_each_registry_with_descriptions(capsys):
 def test_demo_config_is_valid():
     config = load_config(ROOT / "configs" / "demo.toml")
     assert config.train and any(m.from_train for m in config.metrics)
+
+
+def test_certify_command_writes_certified_rows_for_a_certifiable_metric(ray_cluster, tmp_path, capsys, cache_dir):
+    results = tmp_path / "cert"
+    code = cli(["certify", "--metric", "lipsim", "--metric-option", "preset=\"tiny\"", "--dataset", "synthetic-2afc",
+                "--dataset-option", "image_size=32", "--dataset-option", "count=12", "--eps", "0.05", "1/255",
+                "--threat", "ref", "all", "--results", str(results), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    rows = pl.read_parquet(results / "leaderboard.parquet").filter(pl.col("kind") == "certified")
+    assert sorted(set(rows["threat"])) == ["all", "ref"] and len(rows) == 4
+    assert (rows["score"] <= 100).all() and rows["radius_mean"].is_not_null().all()
+
+
+def test_leaderboard_command_refuses_a_folder_without_results(tmp_path, capsys):
+    assert cli(["leaderboard", str(tmp_path)]) == 2
+    assert "holds no results" in capsys.readouterr().err
