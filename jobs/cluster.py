@@ -18,7 +18,7 @@ def connect(address: str | None = None, worker_logs: bool = False) -> bool:
     if address:
         ray.init(address=address, log_to_driver=worker_logs)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=worker_logs)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=worker_logs)
     return True
 
 

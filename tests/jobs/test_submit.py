@@ -41,9 +41,14 @@ kind = "natural"
     ray = str(bin_dir / "ray")
     # `--block` in its own process group: the head and everything it starts are stopped by killing that
     # group, leaving the test session's own Ray cluster alone (`ray stop` would kill every Ray process).
+    # every port explicit: the test session's own cluster holds Ray's defaults (the agent's 52365 among them)
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                    "metrics-export-port", "runtime-env-agent-port",
+                                                    "ray-client-server-port", "node-manager-port",
+                                                    "object-manager-port")]
     head = subprocess.Popen([ray, "start", "--head", "--block", "--num-cpus", "1", "--port", str(gcs),
                              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-                             "--disable-usage-stats"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--disable-usage-stats", *ports], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.time() + 120
