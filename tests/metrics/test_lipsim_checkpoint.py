@@ -22,12 +22,7 @@ REDUCED = LipSimConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _reference_state(config: LipSimConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:

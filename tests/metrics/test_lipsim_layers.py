@@ -15,13 +15,7 @@ from suite.errors import SuiteError, UnknownNameError
 TOL = 1 + 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP spinning against concurrent test runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = LipSimConfig(
     name="test", input_size=16, channels=5, conv_depth=3, conv_inner=4, n_pools=1,

@@ -28,12 +28,7 @@ NET = LipSimConfig(
 LINEAR = NET.replace(channels=3, conv_depth=0, dense_depth=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------------------- the attack
