@@ -17,7 +17,8 @@ def worst_case_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
     All frames share (metric, dataset, split, threat, norm, ε); the result has
     ``kind = "worst"`` and ``attack`` = the group's attack labels joined by ``+``.
-    Ties keep the first attack in label order, so the result is deterministic.
+    Ties keep the first attack in label order, so the result is deterministic;
+    ``seconds`` is the sum over the group's attacks (what the worst case cost).
     """
     rows = pl.concat(frames, how="vertical_relaxed")
     label = "+".join(sorted(rows["attack"].unique().to_list()))
@@ -27,6 +28,9 @@ def worst_case_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:
         .first()
         .with_columns(kind=pl.lit("worst"), attack=pl.lit(label))
     )
+    if "seconds" in rows.columns:  # the worst case cost every attack of the group
+        spent = rows.group_by("sample_id").agg(pl.col("seconds").sum())
+        worst = worst.drop("seconds").join(spent, on="sample_id", how="left")
     return worst.select(rows.columns)
 
 

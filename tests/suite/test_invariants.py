@@ -19,6 +19,13 @@ def test_worst_case_takes_the_per_sample_minimum():
     assert set(w["kind"]) == {"worst"} and set(w["attack"]) == {"mia+pgd"}
 
 
+def test_worst_case_seconds_add_up_over_the_group():
+    a = rows("attack", [1.0, 0.0], "pgd", "ref", "l2", 0.5).with_columns(seconds=pl.lit(0.25))
+    b = rows("attack", [0.0, 1.0], "mia", "ref", "l2", 0.5).with_columns(seconds=pl.lit(0.5))
+    w = worst_case_rows([a, b]).sort("sample_id")
+    assert w["seconds"].to_list() == [0.75, 0.75] and w.columns == a.columns
+
+
 def test_consistent_results_pass():
     frame = pl.concat([
         rows("natural", [1.0, 1.0]),
