@@ -272,6 +272,23 @@ def prepare(module: torch.nn.Module, worker: Worker) -> torch.nn.Module:
     return ray.train.torch.prepare_model(module, move_to_device=worker.device)
 
 
+def restore(net: torch.nn.Module, worker: Worker, wrap=None) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """Load the last saved state (if any) into ``net`` and its Adam optimiser.
+
+    Returns the model prepared for data-parallel training (``wrap(net)`` when given),
+    the optimiser, and the first epoch still to run.
+    """
+    state = worker.load_state()
+    if state:
+        net.load_state_dict(state["model"])
+    net.to(worker.device).train()
+    model = prepare(net if wrap is None else wrap(net), worker)
+    optimizer = torch.optim.Adam(net.parameters(), lr=worker.spec.lr, betas=worker.spec.betas)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    return model, optimizer, worker.start(state)
+
+
 def epoch_order(n: int, epoch: int, seed: int) -> torch.Tensor:
     """A permutation of ``range(n)`` that depends only on ``(seed, epoch)``: the same on every worker and after
     a resumption."""

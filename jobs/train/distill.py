@@ -26,7 +26,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.train.common import Worker, build_net, epoch_order, prepare, setup_process, val_score
+from jobs.train.common import Worker, build_net, epoch_order, restore, setup_process, val_score
 from jobs.train.images import ImageSource, image_source
 from jobs.train.spec import TrainSpec
 from jobs.train.teacher_cache import TeacherCache
@@ -160,15 +160,7 @@ def train_loop(config: dict) -> None:
     targets = {i: row for k in cache.owned(worker.rank, worker.world)
                for i, row in zip(cache.shard_range(k), cache.read(k))}
     steps = steps_per_epoch(cache, worker.world, worker.batch)
-    state = worker.load_state()
-    if state:
-        net.load_state_dict(state["model"])
-    net.to(worker.device).train()
-    model = prepare(net, worker)
-    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr, betas=spec.betas)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-    start = worker.start(state)
+    model, optimizer, start = restore(net, worker)
     worker.say(f"distilling {spec.teacher} ({cache.dim}-d) into LipSim on {len(source)} images, "
                f"{worker.world} worker(s), {steps} steps per epoch")
 

@@ -16,7 +16,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from jobs.train.common import EmbedOf, Worker, build_net, prepare, setup_process, shard_order, val_score
+from jobs.train.common import EmbedOf, Worker, build_net, restore, setup_process, shard_order, val_score
 from jobs.train.spec import TrainSpec
 from metrics.lipsim.losses import hinge_loss, twoafc_logit
 from suite.errors import SuiteError
@@ -58,15 +58,7 @@ def train_loop(config: dict) -> None:
     worker = Worker(spec)
     net = build_net(spec)
     train, val = load_splits(spec, net.config.input_size)
-    state = worker.load_state()
-    if state:
-        net.load_state_dict(state["model"])
-    net.to(worker.device).train()
-    model = prepare(EmbedOf(net), worker)
-    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr, betas=spec.betas)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-    start = worker.start(state)
+    model, optimizer, start = restore(net, worker, wrap=EmbedOf)
     worker.say(f"fine-tuning {len(train)} triplets of {spec.dataset}/{spec.split} on {worker.world} worker(s), "
                f"margin {spec.margin:g}, from {'scratch' if spec.init is None else spec.init}")
 
