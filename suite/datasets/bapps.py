@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from suite.datasets.base import TwoAFCDataset
-from suite.datasets.images import check_image_size, check_root, load_image
+from suite.datasets.base import FileTriplets
+from suite.datasets.images import check_image_size, check_root
 from suite.errors import SuiteError
 from suite.registry import register_dataset
 
@@ -97,7 +97,7 @@ def read_judge(path: Path) -> float:
 
 
 @register_dataset("bapps", aliases=("bapps-2afc",))
-class Bapps(TwoAFCDataset):
+class Bapps(FileTriplets):
     """BAPPS 2AFC patches (LPIPS), from root/2afc/{train,val}/<category>; split like val/cnn or val/all."""
 
     def __init__(self, root: str | Path | None = None, split: str = "val/all", image_size: int = 224):
@@ -115,15 +115,3 @@ class Bapps(TwoAFCDataset):
                 self.judges.append(read_judge(judge))
         if not self.ids:
             raise SuiteError(f"bapps: split {self.split!r} under {str(self.root)!r} holds no triplet")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int):
-        if not 0 <= index < len(self.ids):
-            raise IndexError(index)
-        ref, x0, x1 = (load_image(p, self.image_size) for p in self.paths[index])
-        return ref, x0, x1, self.judges[index], self.ids[index]
-
-    def sample_id(self, index: int) -> str:
-        return self.ids[index]

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import torch
 
+from suite.datasets.images import load_image
 from suite.types import Triplets
 
 
@@ -51,6 +52,27 @@ class TwoAFCDataset:
                 judge=torch.tensor([float(it[3]) for it in items], dtype=torch.float32),
                 sample_id=[it[4] for it in items],
             )
+
+
+class FileTriplets(TwoAFCDataset):
+    """Triplets stored as image files: subclasses fill ``ids``, ``paths`` (ref, x0, x1) and ``judges``;
+    images are read and resized to ``image_size`` only when an item is asked for."""
+
+    ids: list[str]
+    paths: list[tuple]
+    judges: list[float]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self.ids):
+            raise IndexError(index)
+        ref, x0, x1 = (load_image(p, self.image_size) for p in self.paths[index])
+        return ref, x0, x1, self.judges[index], self.sample_id(index)
+
+    def sample_id(self, index: int) -> str:
+        return self.ids[index]
 
 
 class Subset(TwoAFCDataset):

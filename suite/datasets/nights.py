@@ -16,8 +16,8 @@ import csv
 import math
 from pathlib import Path
 
-from suite.datasets.base import TwoAFCDataset
-from suite.datasets.images import check_choice, check_files_exist, check_image_size, check_root, load_image
+from suite.datasets.base import FileTriplets
+from suite.datasets.images import check_choice, check_files_exist, check_image_size, check_root
 from suite.errors import SuiteError
 from suite.registry import register_dataset
 
@@ -103,7 +103,7 @@ def judge_of(row: dict[str, str], counts: bool, csv_path: Path) -> float:
 
 
 @register_dataset("nights")
-class Nights(TwoAFCDataset):
+class Nights(FileTriplets):
     """NIGHTS 2AFC set (DreamSim), from root/data.csv; triplets with votes >= 6, resized to 224."""
 
     def __init__(
@@ -133,15 +133,6 @@ class Nights(TwoAFCDataset):
         if row["split"] != column_split or number(row, "votes", csv_path) < min_votes:
             return False
         return imagenet is None or flag(row, "is_imagenet", csv_path) == imagenet
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int):
-        if not 0 <= index < len(self.ids):
-            raise IndexError(index)
-        ref, x0, x1 = (load_image(p, self.image_size) for p in self.paths[index])
-        return ref, x0, x1, self.judges[index], self.sample_id(index)
 
     def sample_id(self, index: int) -> str:
         return f"nights/{self.ids[index]}"
