@@ -33,6 +33,8 @@ class Summary:
     failed: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     leaderboard: Path | None = None
+    #: the aggregated table behind the page
+    table: Path | None = None
     seconds: float = 0.0
 
     @property
@@ -130,13 +132,11 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
     return cells, sorted(set(notes))
 
 
-def _train(config: RunConfig, progress: bool) -> dict[str, Path]:
-    if not config.train:
+def _train(specs: list, progress: bool) -> dict[str, Path]:
+    if not specs:
         return {}
     from jobs.train.runner import run_all
-    from jobs.train.spec import parse_train_tables
 
-    specs = parse_train_tables(config.train, config.results_dir)
     return run_all(specs, progress=progress)
 
 
@@ -187,6 +187,8 @@ def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary:
 
 def finish(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Summary) -> None:
     """Worst-case rows per attack group, the invariant check, and the leaderboard."""
+    import polars as pl
+
     from leaderboard import build
 
     keys = {cell_key(c.spec()) for c in cells}
@@ -204,14 +206,12 @@ def finish(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Su
             keys.add(key)
             if not store.is_done(key):
                 rows = worst_case_rows([store.read(k) for k in member_keys])
-                store.write(key, spec, rows.with_columns(cell=__import__("polars").lit(key)))
+                store.write(key, spec, rows.with_columns(cell=pl.lit(key)))
     if config.check_invariant:
-        import polars as pl
-
         frames = [store.read(k) for k in sorted(keys) if store.is_done(k)]
         if frames:
             summary.violations = check_invariants(pl.concat(frames, how="vertical_relaxed"))
-    summary.leaderboard = build(config.results_dir)[1]
+    summary.table, summary.leaderboard = build(config.results_dir)
 
 
 def run(config: RunConfig, *, address: str | None = None, progress: bool = True) -> Summary:
@@ -220,15 +220,16 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
     summary = Summary(results_dir=config.results_dir)
     cache: dict = {}
     validate(config, cache)
+    specs = []
     if config.train:
         from jobs.train.spec import parse_train_tables
 
-        parse_train_tables(config.train, config.results_dir)
+        specs = parse_train_tables(config.train, config.results_dir)
     config.results_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(config.results_dir)
     started = connect(address)
     try:
-        trained = _train(config, progress)
+        trained = _train(specs, progress)
         cells, notes = expand(config, trained, cache)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
@@ -246,12 +247,12 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
 
 def report(summary: Summary) -> int:
     """Print the outcome; the exit status is non-zero if a cell failed or an invariant broke."""
-    from leaderboard import text_table
-    from suite.store import ResultStore as _Store
+    import polars as pl
 
-    rows = _Store(summary.results_dir).read_all()
-    if len(rows):
-        print(text_table(rows))
+    from leaderboard import text_table
+
+    if summary.table:
+        print(text_table(pl.read_parquet(summary.table)))
     print(f"{summary.total} cells: {summary.computed} computed, {summary.skipped} already done, "
           f"{len(summary.failed)} failed ({summary.seconds:.1f} s)")
     if summary.leaderboard:

@@ -59,8 +59,9 @@ def _certify(args) -> int:
 def _leaderboard(args) -> int:
     from pathlib import Path
 
+    import polars as pl
+
     from leaderboard import build, text_table
-    from suite.store import ResultStore
 
     root = Path(args.results)
     if not (root / "cells").is_dir():
@@ -68,7 +69,7 @@ def _leaderboard(args) -> int:
               file=sys.stderr)
         return 2
     parquet, html = build(root)
-    print(text_table(ResultStore(root).read_all()))
+    print(text_table(pl.read_parquet(parquet)))
     print(f"leaderboard: {html}\ntable: {parquet}")
     return 0
 

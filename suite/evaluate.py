@@ -119,10 +119,11 @@ def evaluate_cell(cell: Cell, *, device: str = "auto", on_batch: Callable[[int, 
     for batch in dataset.batches(cell.batch_size):
         start = time.perf_counter()
         batch = batch.to(dev)
-        rows.extend(_evaluate_batch(cell, metric, attack, batch))
+        batch_rows = _evaluate_batch(cell, metric, attack, batch)
         elapsed = time.perf_counter() - start
-        for row in rows[-len(batch) * max(1, len(cell.eps_list)):]:
+        for row in batch_rows:
             row["seconds"] = elapsed / len(batch)
+        rows.extend(batch_rows)
         done += len(batch)
         if on_batch:
             on_batch(done, len(dataset))
