@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 
 from suite.errors import SuiteError
+from suite.evaluate import pair_distances
 from suite.scoring import adversarial_margin, twoafc_score
-from suite.types import Triplets
-
-THREATS = ("ref", "all")
+from suite.types import THREATS, Triplets
 
 
 class TwoAFCObjective:
@@ -28,8 +27,9 @@ class TwoAFCObjective:
     ``images`` is ``(ref,)`` under threat ``ref`` and ``(ref, x0, x1)`` under ``all``;
     ``index`` (a ``LongTensor``, optional) says which triplets of the batch the rows of
     ``images`` belong to, so a caller may evaluate any subset in any order. Each image
-    is embedded in its own call, as :func:`suite.evaluate.pair_distances` does, so the
-    attack and the evaluator compute a sample's distances the same way.
+    is embedded in its own call; past the cached candidates, distances come from
+    :func:`suite.evaluate.pair_distances`, so the attack and the evaluator compute a
+    sample's distances the same way.
     """
 
     def __init__(self, metric, batch: Triplets, threat: str):
@@ -49,19 +49,15 @@ class TwoAFCObjective:
     def distances(self, images, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(d0, d1)``, each ``(n,)``, differentiable in ``images``."""
         m, b = self.metric, self.batch
-        if self.threat == "ref":
-            (ref,) = images
-            if self.use_embed:
-                e0, e1 = (self.e0, self.e1) if index is None else (self.e0[index], self.e1[index])
-                e = m.embed(ref)
-                return m.compare(e, e0), m.compare(e, e1)
-            x0, x1 = (b.x0, b.x1) if index is None else (b.x0[index], b.x1[index])
-        else:
-            ref, x0, x1 = images
-            if self.use_embed:
-                er = m.embed(ref)
-                return m.compare(er, m.embed(x0)), m.compare(er, m.embed(x1))
-        return m.distance(ref, x0), m.distance(ref, x1)
+        if self.threat == "all":
+            return pair_distances(m, *images)
+        (ref,) = images
+        if self.use_embed:
+            e0, e1 = (self.e0, self.e1) if index is None else (self.e0[index], self.e1[index])
+            e = m.embed(ref)
+            return m.compare(e, e0), m.compare(e, e1)
+        x0, x1 = (b.x0, b.x1) if index is None else (b.x0[index], b.x1[index])
+        return pair_distances(m, ref, x0, x1)
 
     def judge(self, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.batch.judge if index is None else self.batch.judge[index]

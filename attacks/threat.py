@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from suite.errors import SuiteError
+from suite.types import NORMS
 
-NORMS = ("l2", "linf")
 
 #: cap on the active-set steps of the ℓ2 projection (each step saturates at least one more
 #: coordinate; a handful are needed in practice, and any iterate is feasible)

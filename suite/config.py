@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import SuiteError
+from suite.types import NORMS, THREATS
 
 KINDS = ("natural", "attack", "certified", "distance")
-NORMS = ("l2", "linf")
-THREATS = ("ref", "all")
 
 
 @dataclass(frozen=True)

@@ -78,12 +78,16 @@ def load_dataset(name: str, options: dict[str, Any], split: str, limit: int | No
     return datasets.load(name, split=split, limit=limit, **options)
 
 
-def pair_distances(metric, batch: Triplets) -> tuple[torch.Tensor, torch.Tensor]:
-    """``d(ref, x0)`` and ``d(ref, x1)``, embedding the reference once when the metric allows it."""
+def pair_distances(metric, ref: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``d(ref, x0)`` and ``d(ref, x1)``, embedding the reference once when the metric allows it.
+
+    Attacks compute distances through this function too, so a sample's attacked
+    score is judged exactly as the attack saw it.
+    """
     if metric.has_embed:
-        er = metric.embed(batch.ref)
-        return metric.compare(er, metric.embed(batch.x0)), metric.compare(er, metric.embed(batch.x1))
-    return metric.distance(batch.ref, batch.x0), metric.distance(batch.ref, batch.x1)
+        er = metric.embed(ref)
+        return metric.compare(er, metric.embed(x0)), metric.compare(er, metric.embed(x1))
+    return metric.distance(ref, x0), metric.distance(ref, x1)
 
 
 def check_attacked(clean: Triplets, adv: Triplets, cell: Cell) -> None:
@@ -148,19 +152,19 @@ def _evaluate_batch(cell: Cell, metric, attack, batch: Triplets) -> list[dict]:
     ids, judge = batch.sample_id, batch.judge
     if cell.kind == "natural":
         with torch.no_grad():
-            d0, d1 = pair_distances(metric, batch)
+            d0, d1 = pair_distances(metric, batch.ref, batch.x0, batch.x1)
         score = twoafc_score(d0, d1, judge)
         return [_row(ids[i], judge[i], d0[i], d1[i], score[i]) for i in range(len(batch))]
     if cell.kind == "attack":
         adv = attack.perturb(metric, batch)
         check_attacked(batch, adv, cell)
         with torch.no_grad():
-            d0, d1 = pair_distances(metric, adv)
+            d0, d1 = pair_distances(metric, adv.ref, adv.x0, adv.x1)
         score = twoafc_score(d0, d1, judge)
         return [_row(ids[i], judge[i], d0[i], d1[i], score[i]) for i in range(len(batch))]
     if cell.kind == "certified":
         with torch.no_grad():
-            d0, d1 = pair_distances(metric, batch)
+            d0, d1 = pair_distances(metric, batch.ref, batch.x0, batch.x1)
             radius = metric.certified_radius(batch.ref, batch.x0, batch.x1, threat=cell.threat)
         natural = twoafc_score(d0, d1, judge)
         rows = []

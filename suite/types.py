@@ -6,6 +6,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
+#: perturbation norms every attack and certificate speaks of (ε measured on images in [0, 1])
+NORMS = ("l2", "linf")
+#: threat models: ``ref`` perturbs only the reference, ``all`` the reference and both candidates
+THREATS = ("ref", "all")
+
 
 @dataclass
 class Triplets:
