@@ -9,9 +9,10 @@ import sys
 import torch
 from torch import nn
 
-from attacks.base import Attack, check_int
+from attacks.base import Attack
 from attacks.objective import MostDamaging, TwoAFCObjective
 from attacks.threat import project
+from suite import validate
 from suite.errors import SuiteError
 from suite.registry import register_attack
 from suite.types import Triplets
@@ -229,9 +230,14 @@ class AutoAttack(Attack):
         if len(set(attacks)) != len(attacks):
             raise SuiteError(f"autoattack: attacks lists a sub-attack twice: {list(attacks)}")
         self.attacks = list(attacks)
-        self.n_iter = check_int("autoattack: n_iter", n_iter, 1)
-        self.restarts = check_int("autoattack: restarts", restarts, 1)
-        self.n_queries = check_int("autoattack: n_queries", n_queries, 1)
+        self.n_iter = validate.integer(n_iter, "autoattack: n_iter", 1)
+        self.restarts = validate.integer(restarts, "autoattack: restarts", 1)
+        self.n_queries = validate.integer(n_queries, "autoattack: n_queries", 1)
+
+    @property
+    def needs_gradient(self) -> bool:  # type: ignore[override]
+        """APGD back-propagates; Square only queries the metric."""
+        return "apgd-ce" in self.attacks
 
     @property
     def radius(self) -> float:
@@ -239,6 +245,7 @@ class AutoAttack(Attack):
         return self.eps * (1 + _REL_SLACK) + _ABS_SLACK
 
     def perturb(self, metric, batch: Triplets) -> Triplets:
+        self.check_metric(metric)
         objective = TwoAFCObjective(metric, batch, self.threat)
         clean = objective.clean()
         with torch.no_grad():

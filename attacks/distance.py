@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, check_float, check_int
+from attacks.base import DistanceAttack
 from attacks.threat import project, random_start, steepest_direction
-from suite.errors import SuiteError
-from suite.registry import register_attack
-from suite.types import Triplets
+from suite import validate
+from suite.registry import register_distance_attack
 
 
-@register_attack("distance")
-class DistanceAttack(Attack):
+@register_distance_attack("distance", aliases=("pgd-distance",))
+class DistancePGD(DistanceAttack):
     r"""Maximise ``d(x, x + δ)`` over ``‖δ‖ ≤ ε`` and the ``[0, 1]`` box, PGD-style.
 
     Projected gradient ascent ("Towards Deep Learning Models Resistant to Adversarial
@@ -31,8 +30,6 @@ class DistanceAttack(Attack):
     Arguments:
         norm (str): ``"l2"`` or ``"linf"``. Default ``"l2"``.
         eps (float): maximum perturbation ε. Default ``1.0``.
-        threat (str): only ``"ref"``: the attack moves one image (the evaluator passes
-            the references). Default ``"ref"``.
         seed (int): seed of the random starts. Default ``0``.
         steps (int): gradient steps per restart. Default ``20``.
         rel_stepsize (float | None): step size as a fraction of ε. Default ``None``,
@@ -45,40 +42,31 @@ class DistanceAttack(Attack):
 
     Examples::
 
-        >>> attack = attacks.load("distance", norm="l2", eps=0.5)
+        >>> attack = attacks.load_distance("distance", norm="l2", eps=0.5)
         >>> x_adv = attack.maximise(metric, batch.ref)
         >>> attack.reached(metric, batch.ref)   # d(x, x_adv) per image
     """
 
-    threats = ("ref",)
-
-    def __init__(self, *, norm: str = "l2", eps: float = 1.0, threat: str = "ref", seed: int = 0,
+    def __init__(self, *, norm: str = "l2", eps: float = 1.0, seed: int = 0,
                  steps: int = 20, rel_stepsize: float | None = None, restarts: int = 1):
-        super().__init__(norm=norm, eps=eps, threat=threat, seed=seed)
-        self.steps = check_int("distance: steps", steps, 1)
-        self.rel_stepsize = check_float("distance: rel_stepsize", rel_stepsize, allow_none=True)
-        self.restarts = check_int("distance: restarts", restarts, 1)
+        super().__init__(norm=norm, eps=eps, seed=seed)
+        self.steps = validate.integer(steps, "distance: steps", 1)
+        self.rel_stepsize = validate.optional_number(rel_stepsize, "distance: rel_stepsize", 0)
+        self.restarts = validate.integer(restarts, "distance: restarts", 1)
 
     @property
     def step_size(self) -> float:
         rel = 2.5 / self.steps if self.rel_stepsize is None else self.rel_stepsize
         return rel * self.eps
 
-    def perturb(self, metric, batch: Triplets) -> Triplets:
-        raise SuiteError("the distance attack moves a single image: call maximise(metric, images) "
-                         "(evaluation kind 'distance'), not perturb on triplets")
-
     def maximise(self, metric, x: torch.Tensor) -> torch.Tensor:
         """The most distant visited point ``x + δ``, ``(B, 3, H, W)``, within ε of ``x`` and in the box."""
-        if metric.has_embed:
-            with torch.no_grad():
-                ex = metric.embed(x)
+        self.check_metric(metric)
+        with torch.no_grad():
+            rx = metric.represent(x)
 
-            def dist(z):
-                return metric.compare(metric.embed(z), ex)
-        else:
-            def dist(z):
-                return metric.distance(x, z)
+        def dist(z):
+            return metric.distance_to(z, rx)
 
         with torch.no_grad():
             best, best_d = x.detach().clone(), dist(x).detach()
@@ -96,7 +84,7 @@ class DistanceAttack(Attack):
             for _ in range(self.steps):
                 adv = adv.detach().requires_grad_()
                 d = dist(adv)
-                (grad,) = torch.autograd.grad(d.sum(), adv)
+                (grad,) = self.gradient(metric, d.sum(), adv)
                 keep(adv, d)
                 with torch.no_grad():
                     adv = project(adv + self.step_size * steepest_direction(grad, self.norm), x, self.eps, self.norm)
@@ -111,4 +99,4 @@ class DistanceAttack(Attack):
             return metric.distance(x, x_adv)
 
 
-__all__ = ["DistanceAttack"]
+__all__ = ["DistancePGD"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, check_float, check_int
+from attacks.base import Attack
 from attacks.objective import MostDamaging, TwoAFCObjective
 from attacks.threat import normalize_l1, project, steepest_direction
+from suite import validate
 from suite.registry import register_attack
 from suite.types import Triplets
 
@@ -47,9 +48,9 @@ class MIA(Attack):
     def __init__(self, *, norm: str = "l2", eps: float = 1.0, threat: str = "ref", seed: int = 0,
                  steps: int = 10, decay: float = 1.0, rel_stepsize: float | None = None):
         super().__init__(norm=norm, eps=eps, threat=threat, seed=seed)
-        self.steps = check_int("mia: steps", steps, 1)
-        self.decay = check_float("mia: decay", decay)
-        self.rel_stepsize = check_float("mia: rel_stepsize", rel_stepsize, allow_none=True)
+        self.steps = validate.integer(steps, "mia: steps", 1)
+        self.decay = validate.number(decay, "mia: decay", 0)
+        self.rel_stepsize = validate.optional_number(rel_stepsize, "mia: rel_stepsize", 0)
 
     @property
     def step_size(self) -> float:
@@ -57,6 +58,7 @@ class MIA(Attack):
         return rel * self.eps
 
     def perturb(self, metric, batch: Triplets) -> Triplets:
+        self.check_metric(metric)
         objective = TwoAFCObjective(metric, batch, self.threat)
         clean = objective.clean()
         with torch.no_grad():
@@ -69,7 +71,7 @@ class MIA(Attack):
         for _ in range(self.steps):
             adv = [a.detach().requires_grad_() for a in adv]
             d0, d1 = objective.distances(adv)
-            grads = torch.autograd.grad(objective.margin(d0, d1).sum(), adv)
+            grads = self.gradient(metric, objective.margin(d0, d1).sum(), adv)
             best.update(adv, d0, d1)
             with torch.no_grad():
                 momentum = [self.decay * m + normalize_l1(g) for m, g in zip(momentum, grads)]

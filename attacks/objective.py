@@ -5,10 +5,12 @@ adversary maximises :func:`suite.scoring.adversarial_margin` ``y·(d1 − d0)``,
 ``y = sign(j − ½)``: positive exactly when the metric prefers the option fewer people
 chose; identically 0 when ``j = ½`` (nothing to gain).
 
-Threat ``ref`` perturbs the reference only. For a metric with ``embed`` the clean
-candidate embeddings ``e0, e1`` are computed once per batch, so a step costs one
-forward and one backward pass of the reference: ``d_i = compare(embed(ref'), e_i)``.
-Threat ``all`` perturbs all three images and recomputes everything.
+Threat ``ref`` perturbs the reference only: the candidates are reduced once per batch
+with the metric's ``represent`` (their embeddings, for an embedding metric), so a step
+costs one forward and one backward pass of the reference:
+``d_i = metric.distances_to(ref', r0, r1)``. Threat ``all`` perturbs all three images
+and calls ``metric.pair_distances``. A similarity (``lower_is_better = False``) is
+turned into a distance here (:func:`suite.scoring.oriented`), once for every attack.
 """
 
 from __future__ import annotations
@@ -16,8 +18,7 @@ from __future__ import annotations
 import torch
 
 from suite.errors import SuiteError
-from suite.evaluate import pair_distances
-from suite.scoring import adversarial_margin, twoafc_score
+from suite.scoring import adversarial_margin, oriented, twoafc_score
 from suite.types import THREATS, Triplets
 
 
@@ -27,19 +28,17 @@ class TwoAFCObjective:
     ``images`` is ``(ref,)`` under threat ``ref`` and ``(ref, x0, x1)`` under ``all``;
     ``index`` (a ``LongTensor``, optional) says which triplets of the batch the rows of
     ``images`` belong to, so a caller may evaluate any subset in any order. Each image
-    is embedded in its own call; past the cached candidates, distances come from
-    :func:`suite.evaluate.pair_distances`, so the attack and the evaluator compute a
-    sample's distances the same way.
+    is embedded in its own call; distances come from the metric's contract
+    (``pair_distances``, ``distances_to``), the same methods the evaluator uses.
     """
 
     def __init__(self, metric, batch: Triplets, threat: str):
         if threat not in THREATS:
             raise SuiteError(f"threat must be one of {', '.join(THREATS)}; got {threat!r}")
         self.metric, self.batch, self.threat = metric, batch, threat
-        self.use_embed = bool(metric.has_embed)
-        if threat == "ref" and self.use_embed:
+        if threat == "ref":
             with torch.no_grad():
-                self.e0, self.e1 = metric.embed(batch.x0), metric.embed(batch.x1)
+                self.r0, self.r1 = metric.represent(batch.x0), metric.represent(batch.x1)
 
     def clean(self) -> tuple[torch.Tensor, ...]:
         """The images the adversary moves, unperturbed."""
@@ -47,17 +46,14 @@ class TwoAFCObjective:
         return (b.ref,) if self.threat == "ref" else (b.ref, b.x0, b.x1)
 
     def distances(self, images, index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(d0, d1)``, each ``(n,)``, differentiable in ``images``."""
-        m, b = self.metric, self.batch
+        """``(d0, d1)`` as distances (lower = closer), each ``(n,)``, differentiable in ``images``."""
+        m = self.metric
         if self.threat == "all":
-            return pair_distances(m, *images)
-        (ref,) = images
-        if self.use_embed:
-            e0, e1 = (self.e0, self.e1) if index is None else (self.e0[index], self.e1[index])
-            e = m.embed(ref)
-            return m.compare(e, e0), m.compare(e, e1)
-        x0, x1 = (b.x0, b.x1) if index is None else (b.x0[index], b.x1[index])
-        return pair_distances(m, ref, x0, x1)
+            d0, d1 = m.pair_distances(*images)
+        else:
+            r0, r1 = (self.r0, self.r1) if index is None else (self.r0[index], self.r1[index])
+            d0, d1 = m.distances_to(images[0], r0, r1)
+        return oriented(d0, d1, m.lower_is_better)
 
     def judge(self, index: torch.Tensor | None = None) -> torch.Tensor:
         return self.batch.judge if index is None else self.batch.judge[index]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from attacks.base import Attack, check_float, check_int
+from attacks.base import Attack
 from attacks.objective import MostDamaging, TwoAFCObjective
 from attacks.threat import project, random_start, steepest_direction
+from suite import validate
 from suite.errors import SuiteError
 from suite.registry import register_attack
 from suite.types import Triplets
@@ -60,10 +61,10 @@ class PGD(Attack):
                  steps: int = 20, rel_stepsize: float | None = None, random_start: bool = True,
                  restarts: int = 1):
         super().__init__(norm=norm, eps=eps, threat=threat, seed=seed)
-        self.steps = check_int("pgd: steps", steps, 1)
-        self.rel_stepsize = check_float("pgd: rel_stepsize", rel_stepsize, allow_none=True)
+        self.steps = validate.integer(steps, "pgd: steps", 1)
+        self.rel_stepsize = validate.optional_number(rel_stepsize, "pgd: rel_stepsize", 0)
         self.random_start = bool(random_start)
-        self.restarts = check_int("pgd: restarts", restarts, 1)
+        self.restarts = validate.integer(restarts, "pgd: restarts", 1)
         if self.restarts > 1 and not self.random_start:
             raise SuiteError("pgd: restarts > 1 needs random_start = true (otherwise every restart is the same run)")
 
@@ -73,6 +74,7 @@ class PGD(Attack):
         return rel * self.eps
 
     def perturb(self, metric, batch: Triplets) -> Triplets:
+        self.check_metric(metric)
         objective = TwoAFCObjective(metric, batch, self.threat)
         clean = objective.clean()
         with torch.no_grad():
@@ -89,7 +91,7 @@ class PGD(Attack):
             for _ in range(self.steps):
                 adv = [a.detach().requires_grad_() for a in adv]
                 d0, d1 = objective.distances(adv)
-                grads = torch.autograd.grad(objective.margin(d0, d1).sum(), adv)
+                grads = self.gradient(metric, objective.margin(d0, d1).sum(), adv)
                 best.update(adv, d0, d1)
                 with torch.no_grad():
                     adv = [project(a + alpha * steepest_direction(g, self.norm), c, self.eps, self.norm)

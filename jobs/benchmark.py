@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jobs.cluster import connect
+from jobs.tasks import build_attack, build_dataset, build_metric, run_cell
+from suite.cell import Cell
 from suite.config import RunConfig, load_config
-from suite.errors import SuiteError
-from suite.evaluate import Cell, evaluate_cell, load_dataset, load_metric
+from suite.errors import MissingWeightsError, SuiteError
 from suite.invariants import check_invariants, worst_case_rows
 from suite.store import ResultStore, cell_key
 
@@ -31,6 +32,8 @@ class Summary:
     skipped: int = 0
     computed: int = 0
     failed: list[str] = field(default_factory=list)
+    #: metrics left out because their weights are not on this machine, with the reason (not a failure)
+    not_evaluated: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     leaderboard: Path | None = None
     #: the aggregated table behind the page
@@ -43,14 +46,27 @@ class Summary:
 
 
 def _metric_info(spec, cache: dict) -> tuple:
-    """``(weights id, certifiable, certified threats)`` of a metric spec, loading the metric once."""
+    """``(metric id, certifiable, certified threats, random weights)`` of a metric spec, from the process's
+    one build of it. Missing weights raise :class:`MissingWeightsError` (every time, from the cache)."""
     import json
 
     key = (spec.name, json.dumps(spec.options, sort_keys=True, default=str))
     if key not in cache:
-        metric = load_metric(spec.name, spec.options)
-        cache[key] = (metric.weights_id(), metric.certifiable, tuple(metric.certified_threats))
+        try:
+            metric = build_metric(spec.name, spec.options)
+            cache[key] = (metric.metric_id(), metric.certifiable, tuple(metric.certified_threats),
+                          bool(getattr(metric, "random_weights", False)))
+        except MissingWeightsError as err:
+            cache[key] = err
+    if isinstance(cache[key], MissingWeightsError):
+        raise cache[key]
     return cache[key]
+
+
+def not_evaluated_key(spec) -> str:
+    """Key of the store entry saying that the metric ``spec`` could not be evaluated here."""
+    return cell_key({"kind": "not-evaluated", "metric": spec.label, "metric_name": spec.name,
+                     "metric_options": spec.options})
 
 
 def _dataset_fingerprint(ds, split: str, cache: dict) -> str:
@@ -58,27 +74,32 @@ def _dataset_fingerprint(ds, split: str, cache: dict) -> str:
 
     key = (ds.name, json.dumps(ds.options, sort_keys=True, default=str), split, ds.limit)
     if key not in cache:
-        cache[key] = load_dataset(ds.name, ds.options, split, ds.limit).fingerprint()
+        cache[key] = build_dataset(ds.name, ds.options, split, ds.limit).fingerprint()
     return cache[key]
 
 
-def validate(config: RunConfig, cache: dict | None = None) -> None:
+def validate(config: RunConfig, cache: dict | None = None) -> dict:
     """Load every dataset split and every metric that does not wait for training: bad input fails here,
-    before anything is written."""
+    before anything is written. Returns ``{metric label: MissingWeightsError}`` for the metrics whose
+    weights are not on this machine: they are *not evaluated*, which is not an error."""
     cache = {} if cache is None else cache
     for ds in config.datasets:
         for split in ds.splits:
             _dataset_fingerprint(ds, split, cache)
+    missing = {}
     for spec in config.metrics:
         if spec.from_train is None:
-            _metric_info(spec, cache)
+            try:
+                _metric_info(spec, cache)
+            except MissingWeightsError as err:
+                missing[spec.label] = err
     for ev in config.evaluations:
         if ev.attack:
-            import attacks
-
             for threat in ev.threats:
                 for norm, budgets in ev.eps.items():
-                    attacks.load(ev.attack, norm=norm, eps=budgets[0], threat=threat, seed=config.seed, **ev.options)
+                    build_attack(ev.kind, ev.attack, ev.options, norm=norm, eps=budgets[0], threat=threat,
+                                 seed=config.seed)
+    return missing
 
 
 def resolve_metrics(config: RunConfig, trained: dict[str, Path], cache: dict | None = None):
@@ -87,6 +108,10 @@ def resolve_metrics(config: RunConfig, trained: dict[str, Path], cache: dict | N
     resolved = []
     for spec in config.metrics:
         if spec.from_train is None:
+            try:
+                _metric_info(spec, cache)
+            except MissingWeightsError:
+                continue  # recorded as not evaluated by run()
             resolved.append(spec)
             continue
         matches = {label: path for label, path in trained.items()
@@ -108,27 +133,29 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
     metrics = resolve_metrics(config, trained or {}, cache)
     datasets = [(ds, split, _dataset_fingerprint(ds, split, cache)) for ds in config.datasets for split in ds.splits]
     cells, notes = [], []
-    for label, (spec, metric_id, certifiable, threats) in metrics.items():
+    for label, (spec, metric_id, certifiable, threats, random_weights) in metrics.items():
+        if random_weights:  # every row of a metric with random weights says so in its label
+            label = f"{label} (random weights)"
         for ds, split, fp in datasets:
             base = dict(metric=label, metric_name=spec.name, metric_options=spec.options, metric_id=metric_id,
                         dataset=ds.name, dataset_options=ds.options, split=split, limit=ds.limit, dataset_fp=fp,
                         seed=config.seed, batch_size=config.batch_size)
             for ev in config.evaluations:
                 if ev.kind == "natural":
-                    cells.append(Cell(kind="natural", **base))
+                    cells.append(Cell(kind="natural", budgets=(0.0,), **base))
                 elif ev.kind == "certified":
                     for threat in ev.threats:
                         if not certifiable or threat not in threats:
                             notes.append(f"{label}: no certificate for threat {threat!r}; certified cell left out")
                             continue
-                        cells.append(Cell(kind="certified", threat=threat, norm="l2", eps_list=ev.eps["l2"], **base))
+                        cells.append(Cell(kind="certified", threat=threat, norm="l2", budgets=ev.eps["l2"], **base))
                 else:
                     threats_here = ev.threats if ev.kind == "attack" else ("ref",)
                     for threat in threats_here:
                         for norm, budgets in ev.eps.items():
                             for eps in budgets:
                                 cells.append(Cell(kind=ev.kind, attack=ev.label, attack_name=ev.attack,
-                                                  attack_options=ev.options, threat=threat, norm=norm, eps=eps, **base))
+                                                  attack_options=ev.options, threat=threat, norm=norm, budgets=(eps,), **base))
     return cells, sorted(set(notes))
 
 
@@ -151,8 +178,8 @@ def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary:
     import ray
     from tqdm import tqdm
 
-    remote = ray.remote(num_cpus=config.cpus_per_cell, num_gpus=config.gpus_per_cell, max_retries=0)(evaluate_cell)
-    todo = [c for c in cells if not store.is_done(cell_key(c.spec()))]
+    remote = ray.remote(num_cpus=config.cpus_per_cell, num_gpus=config.gpus_per_cell, max_retries=0)(run_cell)
+    todo = [c for c in cells if not store.is_done(c.key)]
     summary.skipped = len(cells) - len(todo)
     bar = tqdm(total=len(cells), initial=summary.skipped, desc=f"{config.name} cells", unit="cell",
                disable=not progress, file=sys.stderr)
@@ -166,14 +193,17 @@ def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 cell = pending.pop(ref)
-                key = cell_key(cell.spec())
+                key = cell.key
                 try:
-                    rows = ray.get(ref)
-                    for row in rows:
-                        row["cell"] = key
-                    store.write(key, cell.spec(), rows)
+                    store.write(key, cell.spec(), ray.get(ref))
                     summary.computed += 1
                 except Exception as err:  # noqa: BLE001 - a failed cell is recorded, the grid goes on
+                    cause = getattr(err, "cause", None) or err
+                    if isinstance(cause, MissingWeightsError):  # this worker lacks the weights: not a failure
+                        store.write_not_evaluated(key, cell.spec(), str(cause))
+                        summary.not_evaluated.append(f"{cell.describe()}: {cause}")
+                        bar.update(1)
+                        continue
                     message = _one_line(err)
                     store.write_failure(key, cell.spec(), message)
                     summary.failed.append(f"{cell.describe()}: {message}")
@@ -191,14 +221,14 @@ def finish(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Su
 
     from leaderboard import build
 
-    keys = {cell_key(c.spec()) for c in cells}
+    keys = {c.key for c in cells}
     if config.worst_case:
         groups = defaultdict(list)
         for c in cells:
             if c.kind == "attack":
                 groups[(c.metric, c.metric_id, c.dataset, c.split, c.threat, c.norm, c.eps)].append(c)
         for members in groups.values():
-            member_keys = [cell_key(c.spec()) for c in members]
+            member_keys = [c.key for c in members]
             if not all(store.is_done(k) for k in member_keys):
                 continue
             spec = {"kind": "worst", "members": sorted(member_keys)}
@@ -219,7 +249,7 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
     start = time.perf_counter()
     summary = Summary(results_dir=config.results_dir)
     cache: dict = {}
-    validate(config, cache)
+    missing = validate(config, cache)
     specs = []
     if config.train:
         from jobs.train.spec import parse_train_tables
@@ -227,6 +257,7 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
         specs = parse_train_tables(config.train, config.results_dir)
     config.results_dir.mkdir(parents=True, exist_ok=True)
     store = ResultStore(config.results_dir)
+    record_not_evaluated(config, missing, store, summary)
     started = connect(address)
     try:
         trained = _train(specs, progress)
@@ -245,6 +276,20 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
     return summary
 
 
+def record_not_evaluated(config: RunConfig, missing: dict, store: ResultStore, summary: Summary) -> None:
+    """Store a *not evaluated* entry (with the reason) for each metric whose weights are missing, and drop
+    the entries of metrics that can now be evaluated."""
+    for spec in config.metrics:
+        key = not_evaluated_key(spec)
+        if spec.label in missing:
+            reason = str(missing[spec.label])
+            store.write_not_evaluated(key, {"kind": "not-evaluated", "metric": spec.label, "metric_name": spec.name,
+                                            "metric_options": spec.options}, reason)
+            summary.not_evaluated.append(f"{spec.label}: {reason}")
+        elif store.status(key) == "not-evaluated":
+            store.forget(key)
+
+
 def report(summary: Summary) -> int:
     """Print the outcome; the exit status is non-zero if a cell failed or an invariant broke."""
     import polars as pl
@@ -257,6 +302,8 @@ def report(summary: Summary) -> int:
           f"{len(summary.failed)} failed ({summary.seconds:.1f} s)")
     if summary.leaderboard:
         print(f"leaderboard: {summary.leaderboard}")
+    for line in summary.not_evaluated:
+        print(f"not evaluated: {line}", file=sys.stderr)
     for line in summary.failed:
         print(f"failed: {line}", file=sys.stderr)
     for line in summary.violations:

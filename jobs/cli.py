@@ -1,4 +1,5 @@
-"""The ``lipsim`` command line: run a config, certify a metric, list plugins, build a leaderboard, train."""
+"""The ``lipsim`` command line: run a config, certify a metric, list plugins, build a leaderboard, train,
+list and fetch weights."""
 
 from __future__ import annotations
 
@@ -15,9 +16,15 @@ def _list(args) -> int:
     for kind in kinds:
         print(f"{kind}:")
         rows = REGISTRIES[kind].describe()
+        notes = {}
+        if kind == "metrics":  # whether each metric's published weights are on this machine (read-only)
+            from jobs.weights import metric_notes
+
+            notes = metric_notes()
         width = max((len(name) for name, _ in rows), default=0)
         for name, description in rows:
-            print(f"  {name.ljust(width)}  {description}")
+            note = f"  [{notes[name]}]" if name in notes else ""
+            print(f"  {name.ljust(width)}  {description}{note}")
     return 0
 
 
@@ -77,6 +84,7 @@ def _leaderboard(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from jobs.benchmark import add_arguments
     from jobs.train.cli import add_parser as add_train_parser
+    from jobs.weights import add_parser as add_weights_parser
 
     parser = argparse.ArgumentParser(prog="lipsim", description="Robustness benchmark for perceptual similarity metrics.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("list", help="list registered metrics, attacks and datasets")
-    p.add_argument("kind", nargs="?", choices=["metrics", "attacks", "datasets"])
+    p = sub.add_parser("list", help="list registered metrics, attacks, distance attacks and datasets")
+    p.add_argument("kind", nargs="?", choices=["metrics", "attacks", "distance-attacks", "datasets"],
+                   help="only this registry (default: all of them)")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("certify", help="certified 2AFC scores of a certifiable metric on a dataset")
@@ -110,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="rebuild the leaderboard of a results folder")
     p.add_argument("results", help="results folder, e.g. results/demo")
     p.set_defaults(func=_leaderboard)
+
+    add_weights_parser(sub)
 
     add_train_parser(sub)
     return parser

@@ -1,6 +1,6 @@
 """Per-sample result rows → one line per evaluated setting, in polars.
 
-The leaderboard is a pure function of the store's rows (suite/store.py, ROW_SCHEMA):
+The leaderboard is a pure function of the store's rows (suite/schema.py, ROW_SCHEMA):
 nothing here recomputes a score, a certificate or a distance.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 import polars as pl
 
 from suite.errors import SuiteError
-from suite.store import KINDS
+from suite.schema import KINDS
 
 GROUP = ["metric", "metric_id", "dataset", "split", "kind", "attack", "threat", "norm", "eps"]
 """One leaderboard entry per distinct value of these columns."""
 
-_NEEDED = GROUP + ["sample_id", "score", "radius", "d0", "d1", "seconds", "suite_version", "cell"]
+_NEEDED = GROUP + ["sample_id", "score", "radius", "reached", "bound", "seconds", "suite_version", "cell"]
 
 AGG_SCHEMA: dict[str, pl.DataType] = {
     **{name: (pl.Float64 if name == "eps" else pl.String) for name in GROUP},
@@ -43,8 +43,8 @@ def aggregate(rows: pl.DataFrame) -> pl.DataFrame:
     - ``score``: ``100 · mean(score)``, the 2AFC score in percent (null for groups
       whose rows hold no score, such as distance rows);
     - ``radius_mean``, ``radius_median``: of the certified radius, ``certified`` rows only;
-    - ``distance_mean``: mean distance ``d0`` the distance attack reached, and
-      ``bound_mean``: mean certified upper bound ``d1`` (``distance`` rows only);
+    - ``distance_mean``: mean distance ``reached`` by the distance attack, and
+      ``bound_mean``: mean certified upper ``bound`` (``distance`` rows only);
     - ``over_bound``: distance rows whose reached distance exceeds their bound
       (must be 0: anything else means a certificate or an attack is wrong);
     - ``seconds``: total wall time; ``cells``: distinct cells; ``suite_version``:
@@ -63,9 +63,9 @@ def aggregate(rows: pl.DataFrame) -> pl.DataFrame:
         (pl.col("score").mean() * 100).alias("score"),
         pl.when(certified).then(pl.col("radius")).mean().alias("radius_mean"),
         pl.when(certified).then(pl.col("radius")).median().alias("radius_median"),
-        pl.when(distance).then(pl.col("d0")).mean().alias("distance_mean"),
-        pl.when(distance).then(pl.col("d1")).mean().alias("bound_mean"),
-        (distance & (pl.col("d0") > pl.col("d1"))).sum().alias("over_bound"),
+        pl.when(distance).then(pl.col("reached")).mean().alias("distance_mean"),
+        pl.when(distance).then(pl.col("bound")).mean().alias("bound_mean"),
+        (distance & (pl.col("reached") > pl.col("bound"))).sum().alias("over_bound"),
         pl.col("seconds").sum().alias("seconds"),
         pl.col("cell").n_unique().alias("cells"),
         pl.col("suite_version").unique().sort().str.join(", ").alias("suite_version"),

@@ -77,9 +77,11 @@ class Column:
         return f'{escape(title)}<span class="sub">{escape(budget)}</span>{threat}'
 
 
-def render(agg: pl.DataFrame, failures: list[dict], *, generated_at: str, generator: str) -> str:
+def render(agg: pl.DataFrame, failures: list[dict], *, generated_at: str, generator: str,
+           not_evaluated: list[dict] | None = None) -> str:
     """The whole page. ``agg``: :func:`leaderboard.aggregate.aggregate` output; ``failures``:
-    ``ResultStore.failures()``; ``generated_at``: a time stamp; ``generator``: suite version that built it."""
+    ``ResultStore.failures()``; ``generated_at``: a time stamp; ``generator``: suite version that built it;
+    ``not_evaluated``: ``ResultStore.not_evaluated()`` (metrics whose weights are missing, with the reason)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -94,6 +96,7 @@ def render(agg: pl.DataFrame, failures: list[dict], *, generated_at: str, genera
         parts.append("<p><b>No finished cells yet.</b> Run a benchmark config to fill the store.</p>")
     for (dataset, split), entries in _by_table(agg):
         parts.append(_table(dataset, split, entries))
+    parts.append(_not_evaluated(not_evaluated or []))
     parts.append(_failures(failures))
     parts.append(_footer(agg, generated_at, generator))
     parts.append("</body></html>")
@@ -166,6 +169,22 @@ def _cell(column: Column, entry: dict | None) -> str:
 
 def _num(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _not_evaluated(entries: list[dict]) -> str:
+    if not entries:
+        return ""
+    rows = []
+    for entry in entries:
+        spec = entry.get("spec") or {}
+        what = spec.get("metric") or spec.get("metric_name") or entry.get("key")
+        rows.append(f"<tr><td class=\"metric\">{escape(str(what))}</td>"
+                    f"<td><pre>{escape(str(entry.get('error') or ''))}</pre></td></tr>")
+    return (f"<h2>Not evaluated ({len(entries)})</h2>\n"
+            '<p class="note">Their weights are not on the machine that ran the benchmark: not a failure. '
+            "Put the file where the reason says (or fetch it) and rerun the config.</p>\n"
+            "<table><thead><tr><th>metric</th><th>reason</th></tr></thead><tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table>")
 
 
 def _failures(failures: list[dict]) -> str:

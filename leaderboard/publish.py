@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,7 +9,8 @@ import suite
 from leaderboard.aggregate import aggregate
 from leaderboard.html import render
 from suite.errors import SuiteError
-from suite.store import ResultStore, temp_path
+from suite.atomic import atomic_write
+from suite.store import ResultStore
 
 
 def build(results_dir: str | Path) -> tuple[Path, Path]:
@@ -26,19 +26,10 @@ def build(results_dir: str | Path) -> tuple[Path, Path]:
     store = ResultStore(results_dir)
     agg = aggregate(store.read_all())
     generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    page = render(agg, store.failures(), generated_at=generated_at, generator=suite.__version__)
+    page = render(agg, store.failures(), generated_at=generated_at, generator=suite.__version__,
+                  not_evaluated=store.not_evaluated())
     parquet_path = results_dir / "leaderboard.parquet"
     html_path = results_dir / "leaderboard.html"
-    _atomic(parquet_path, agg.write_parquet)
-    _atomic(html_path, lambda fh: fh.write(page.encode("utf-8")))
+    atomic_write(parquet_path, agg.write_parquet)
+    atomic_write(html_path, page.encode("utf-8"))
     return parquet_path, html_path
-
-
-def _atomic(final: Path, write) -> None:
-    tmp = temp_path(final)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -1,4 +1,7 @@
-"""Perceptual metrics. ``metrics.load(name, **options)`` is the one door in."""
+"""Perceptual metrics. ``metrics.load(name, **options)`` is the one door in.
+
+The contract every metric follows is in :mod:`metrics.base`.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,14 @@ from metrics import lipsim  # noqa: E402,F401
 
 
 def load(name: str, **options) -> Metric:
-    """Build the registered metric ``name`` with ``options`` (weights path, preset, ...), in eval mode."""
-    return METRICS.build(name, Metric, **options).eval()
+    """Build the registered metric ``name`` with ``options`` (weights path, preset, ...), in eval mode.
+
+    The options as bound to the constructor (defaults filled in) are kept in
+    ``build_options``: :meth:`Metric.metric_id` hashes them.
+    """
+    metric = METRICS.build(name, Metric, **options).eval()
+    metric.build_options = METRICS.bind(name, options)
+    return metric
 
 
 __all__ = ["Metric", "EmbeddingMetric", "load"]

@@ -88,7 +88,7 @@ def ref_radius(f_ref, f0, f1, lipschitz: float = 1.0, eta=0.0) -> torch.Tensor:
     return torch.where(un > 0, radius.clamp_min(0), torch.zeros_like(radius))
 
 
-def reference_radius(f_ref, f0, f1) -> torch.Tensor:
+def lipsim_repo_radius(f_ref, f0, f1) -> torch.Tensor:
     """The LipSim reference code's radius ``|⟨ê(ref), ê1 − ê0⟩| / ‖ê1 − ê0‖`` — for comparison only.
 
     It is :func:`ref_radius` with ``f(ref)`` replaced by its direction, i.e. it assumes
@@ -167,7 +167,7 @@ __all__ = [
     "turn_bound",
     "decision",
     "ref_radius",
-    "reference_radius",
+    "lipsim_repo_radius",
     "all_radius",
     "distance_bound",
 ]

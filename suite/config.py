@@ -14,17 +14,16 @@ are resolved against the folder the command runs in, as a user typing them expec
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from suite import validate
 from suite.errors import SuiteError
+from suite.schema import EVALUATION_KINDS as KINDS
 from suite.types import NORMS, THREATS
-
-KINDS = ("natural", "attack", "certified", "distance")
 
 
 @dataclass(frozen=True)
@@ -76,13 +75,12 @@ class RunConfig:
 
 def parse_eps(value: Any, where: str) -> float:
     """A budget: a number or a fraction string such as ``"36/255"``; must be finite and ≥ 0."""
-    try:
-        eps = float(Fraction(value)) if isinstance(value, str) else float(value)
-    except (ValueError, ZeroDivisionError, TypeError):
-        raise SuiteError(f"{where}: ε must be a number or a fraction like \"8/255\"; got {value!r}") from None
-    if not math.isfinite(eps) or eps < 0:
-        raise SuiteError(f"{where}: ε must be finite and ≥ 0; got {value!r}")
-    return eps
+    if isinstance(value, str):
+        try:
+            value = float(Fraction(value))
+        except (ValueError, ZeroDivisionError):
+            raise SuiteError(f"{where}: ε must be a number or a fraction like \"8/255\"; got {value!r}") from None
+    return validate.number(value, f"{where}: ε", 0)
 
 
 def _table(data: dict, key: str, where: str) -> dict:
@@ -107,12 +105,6 @@ def _str_list(value: Any, where: str, allowed: tuple[str, ...] | None = None) ->
             if v not in allowed:
                 raise SuiteError(f"{where}: {v!r} is not one of {', '.join(allowed)}")
     return tuple(items)
-
-
-def _positive_int(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise SuiteError(f"{where}: expected a positive integer; got {value!r}")
-    return value
 
 
 def _eps_table(value: Any, where: str, kind: str) -> dict[str, tuple[float, ...]]:
@@ -179,7 +171,7 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
             options["root"] = _resolve(data_root, base)
         limit = t.get("limit")
         if limit is not None:
-            limit = _positive_int(limit, f"{w} limit")
+            limit = validate.integer(limit, f"{w} limit", 1)
         splits = _str_list(t.get("splits", t.get("split", "test")), f"{w} splits")
         datasets.append(DatasetSpec(str(t["name"]), splits, options, limit))
     if not datasets:
@@ -209,11 +201,11 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
     if not isinstance(train, list):
         raise SuiteError(f"{where}: [[train]] must be an array of tables")
 
-    def number(key, default, cast, minimum):
-        value = run.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-            raise SuiteError(f"{where} [run] {key}: expected a number ≥ {minimum}; got {value!r}")
-        return cast(value)
+    def integer(key, default, minimum):
+        return validate.integer(run.get(key, default), f"{where} [run] {key}", minimum)
+
+    def number(key, default, minimum):
+        return validate.number(run.get(key, default), f"{where} [run] {key}", minimum)
 
     return RunConfig(
         name=name,
@@ -222,11 +214,11 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
         datasets=datasets,
         evaluations=evaluations,
         train=train,
-        seed=number("seed", 0, int, 0),
-        batch_size=number("batch_size", 32, int, 1),
-        max_in_flight=number("max_in_flight", 2, int, 1),
-        cpus_per_cell=number("cpus_per_cell", 1.0, float, 0),
-        gpus_per_cell=number("gpus_per_cell", 0.0, float, 0),
+        seed=integer("seed", 0, 0),
+        batch_size=integer("batch_size", 32, 1),
+        max_in_flight=integer("max_in_flight", 2, 1),
+        cpus_per_cell=number("cpus_per_cell", 1.0, 0),
+        gpus_per_cell=number("gpus_per_cell", 0.0, 0),
         device=str(run.get("device", "auto")),
         worst_case=bool(run.get("worst_case", True)),
         check_invariant=bool(run.get("check_invariant", True)),

@@ -1,63 +1,25 @@
-"""Evaluate one cell of the grid: natural, attacked, certified or distance rows.
+"""Evaluate one cell on built objects: ``evaluate(cell, metric, dataset, attack) -> rows``.
 
-Plain PyTorch, no Ray: ``jobs.benchmark`` runs :func:`evaluate_cell` inside a Ray
-task; tests call it directly. A cell is one (metric, dataset, split, kind, attack,
-threat, norm, ε, seed); the rows follow DESIGN.md's "Result row".
+Plain PyTorch, no Ray, no registry: the caller builds the metric, the dataset and the
+attack (``jobs.tasks`` does it inside a Ray task; tests build them directly), so this
+module knows only the contracts in :mod:`suite.types`. The rows it returns are
+complete: every column of :data:`suite.schema.ROW_SCHEMA`, the cell key included.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
 import suite
+from suite.cell import Cell
 from suite.errors import SuiteError
-from suite.scoring import certified_score, twoafc_score
-from suite.types import Triplets
+from suite.scoring import certified_score, oriented, twoafc_score
+from suite.types import AttackContract, DistanceAttackContract, MetricContract, Triplets
 
-
-@dataclass(frozen=True)
-class Cell:
-    """The full specification of one cell; its hash is the cell key."""
-
-    metric: str
-    metric_name: str
-    metric_options: dict[str, Any]
-    metric_id: str
-    dataset: str
-    dataset_options: dict[str, Any]
-    split: str
-    limit: int | None
-    dataset_fp: str
-    kind: str
-    attack: str = ""
-    attack_name: str = ""
-    attack_options: dict[str, Any] = field(default_factory=dict)
-    threat: str = ""
-    norm: str = ""
-    eps: float = 0.0
-    eps_list: tuple[float, ...] = ()
-    seed: int = 0
-    batch_size: int = 32
-
-    def spec(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["eps_list"] = list(self.eps_list)
-        out["suite_version"] = suite.__version__
-        return out
-
-    def describe(self) -> str:
-        parts = [self.metric, f"{self.dataset}/{self.split}", self.kind]
-        if self.attack:
-            parts.append(self.attack)
-        if self.threat:
-            parts.append(f"threat={self.threat}")
-        if self.norm:
-            parts.append(f"{self.norm} ε={self.eps:g}")
-        return " ".join(parts)
+UNIT_RANGE = (0.0, 1.0)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -66,28 +28,21 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def load_metric(name: str, options: dict[str, Any]):
-    import metrics
-
-    return metrics.load(name, **options)
-
-
-def load_dataset(name: str, options: dict[str, Any], split: str, limit: int | None):
-    from suite import datasets
-
-    return datasets.load(name, split=split, limit=limit, **options)
+def check_metric(metric: MetricContract) -> None:
+    """A metric must take the suite's images as they are: ``[0, 1]``, mapped inside if it wants another range."""
+    low, high = (float(v) for v in metric.input_range)
+    if (low, high) != UNIT_RANGE:
+        raise SuiteError(f"metric {metric.name!r} declares input_range ({low:g}, {high:g}); the suite passes "
+                         "images in [0, 1]: map them to the network's range inside the metric and declare (0, 1)")
 
 
-def pair_distances(metric, ref: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``d(ref, x0)`` and ``d(ref, x1)``, embedding the reference once when the metric allows it.
-
-    Attacks compute distances through this function too, so a sample's attacked
-    score is judged exactly as the attack saw it.
-    """
-    if metric.has_embed:
-        er = metric.embed(ref)
-        return metric.compare(er, metric.embed(x0)), metric.compare(er, metric.embed(x1))
-    return metric.distance(ref, x0), metric.distance(ref, x1)
+def check_range(batch: Triplets, metric: MetricContract, dataset: str) -> None:
+    """Images outside ``[0, 1]`` would give a silently wrong number: they are an error naming the dataset."""
+    low = min(float(t.min()) for t in (batch.ref, batch.x0, batch.x1))
+    high = max(float(t.max()) for t in (batch.ref, batch.x0, batch.x1))
+    if low < UNIT_RANGE[0] - 1e-6 or high > UNIT_RANGE[1] + 1e-6:
+        raise SuiteError(f"dataset {dataset!r} gave images with values in [{low:.4g}, {high:.4g}]; metric "
+                         f"{metric.name!r} takes images in [0, 1]")
 
 
 def check_attacked(clean: Triplets, adv: Triplets, cell: Cell) -> None:
@@ -106,77 +61,91 @@ def check_attacked(clean: Triplets, adv: Triplets, cell: Cell) -> None:
             raise SuiteError(f"attack {cell.attack!r} left the [0, 1] image box on {which}")
 
 
-def evaluate_cell(cell: Cell, *, device: str = "auto", on_batch: Callable[[int, int], None] | None = None) -> list[dict]:
-    """Compute the per-sample rows of ``cell`` (the store adds nothing but the cell key)."""
+def _check_attack(cell: Cell, attack) -> None:
+    if cell.kind == "attack" and not isinstance(attack, AttackContract):
+        raise SuiteError(f"cell {cell.describe()}: kind 'attack' needs a 2AFC attack with perturb(); "
+                         f"got {type(attack).__name__}")
+    if cell.kind == "distance" and not isinstance(attack, DistanceAttackContract):
+        raise SuiteError(f"cell {cell.describe()}: kind 'distance' needs a distance attack with maximise(); "
+                         f"got {type(attack).__name__}")
+
+
+def evaluate(cell: Cell, metric: MetricContract, dataset, attack=None, *, device: str = "auto",
+             on_batch: Callable[[int, int], None] | None = None) -> list[dict]:
+    """The complete rows of ``cell`` (one per sample, per budget for certified cells).
+
+    ``dataset`` yields :class:`~suite.types.Triplets` from ``batches(batch_size)``;
+    ``attack`` is the built attack for ``attack`` and ``distance`` cells, else ``None``.
+    ``on_batch(done, total)`` reports progress.
+    """
     dev = pick_device(device)
     torch.manual_seed(cell.seed)
-    metric = load_metric(cell.metric_name, cell.metric_options).to(dev)
-    dataset = load_dataset(cell.dataset, cell.dataset_options, cell.split, cell.limit)
-    attack = None
-    if cell.kind in ("attack", "distance"):
-        import attacks
-
-        attack = attacks.load(cell.attack_name, norm=cell.norm, eps=cell.eps, threat=cell.threat or "ref",
-                              seed=cell.seed, **cell.attack_options)
+    check_metric(metric)
+    _check_attack(cell, attack)
+    if cell.kind == "certified" and not metric.certifiable:
+        raise SuiteError(f"metric {metric.name!r} has no certificate; a certified cell needs one")
+    metric = metric.to(dev)
+    constant = {"metric": cell.metric, "metric_id": cell.metric_id, "dataset": cell.dataset, "split": cell.split,
+                "kind": cell.kind, "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
+                "suite_version": suite.__version__, "cell": cell.key}
     rows: list[dict] = []
     done = 0
     for batch in dataset.batches(cell.batch_size):
         start = time.perf_counter()
+        check_range(batch, metric, cell.dataset)
         batch = batch.to(dev)
         batch_rows = _evaluate_batch(cell, metric, attack, batch)
-        elapsed = time.perf_counter() - start
+        share = (time.perf_counter() - start) / len(batch)
         for row in batch_rows:
-            row["seconds"] = elapsed / len(batch)
+            row.update(constant, seconds=share)
         rows.extend(batch_rows)
         done += len(batch)
         if on_batch:
             on_batch(done, len(dataset))
-    for row in rows:
-        row.update(metric=cell.metric, metric_id=cell.metric_id, dataset=cell.dataset, split=cell.split,
-                   kind=cell.kind, attack=cell.attack, threat=cell.threat, norm=cell.norm,
-                   suite_version=suite.__version__)
-        row.setdefault("eps", cell.eps)
     return rows
 
 
-def _row(sample_id: str, judge, d0, d1, score, radius=None, eps=None) -> dict:
-    row = {"sample_id": sample_id, "judge": float(judge), "d0": None if d0 is None else float(d0),
-           "d1": None if d1 is None else float(d1), "score": None if score is None else float(score),
-           "radius": None if radius is None else float(radius)}
-    if eps is not None:
-        row["eps"] = float(eps)
-    return row
+def _value(t: torch.Tensor | None, i: int) -> float | None:
+    return None if t is None else float(t[i])
 
 
-def _evaluate_batch(cell: Cell, metric, attack, batch: Triplets) -> list[dict]:
-    ids, judge = batch.sample_id, batch.judge
+def _rows(batch: Triplets, eps: float, d0=None, d1=None, score=None, radius=None, reached=None, bound=None
+          ) -> list[dict]:
+    """One row per sample of ``batch`` with the per-sample columns (the constant ones come from the cell)."""
+    return [{"sample_id": batch.sample_id[i], "judge": float(batch.judge[i]), "eps": float(eps),
+             "d0": _value(d0, i), "d1": _value(d1, i), "score": _value(score, i), "radius": _value(radius, i),
+             "reached": _value(reached, i), "bound": _value(bound, i)}
+            for i in range(len(batch))]
+
+
+def _scored(metric: MetricContract, triplets: Triplets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        d0, d1 = metric.pair_distances(triplets.ref, triplets.x0, triplets.x1)
+    return d0, d1, twoafc_score(*oriented(d0, d1, metric.lower_is_better), triplets.judge)
+
+
+def _evaluate_batch(cell: Cell, metric: MetricContract, attack, batch: Triplets) -> list[dict]:
     if cell.kind == "natural":
-        with torch.no_grad():
-            d0, d1 = pair_distances(metric, batch.ref, batch.x0, batch.x1)
-        score = twoafc_score(d0, d1, judge)
-        return [_row(ids[i], judge[i], d0[i], d1[i], score[i]) for i in range(len(batch))]
+        d0, d1, score = _scored(metric, batch)
+        return [row for eps in cell.budgets for row in _rows(batch, eps, d0, d1, score)]
     if cell.kind == "attack":
         adv = attack.perturb(metric, batch)
         check_attacked(batch, adv, cell)
-        with torch.no_grad():
-            d0, d1 = pair_distances(metric, adv.ref, adv.x0, adv.x1)
-        score = twoafc_score(d0, d1, judge)
-        return [_row(ids[i], judge[i], d0[i], d1[i], score[i]) for i in range(len(batch))]
+        d0, d1, score = _scored(metric, adv)
+        return _rows(batch, cell.eps, d0, d1, score)
     if cell.kind == "certified":
+        d0, d1, natural = _scored(metric, batch)
         with torch.no_grad():
-            d0, d1 = pair_distances(metric, batch.ref, batch.x0, batch.x1)
             radius = metric.certified_radius(batch.ref, batch.x0, batch.x1, threat=cell.threat)
-        natural = twoafc_score(d0, d1, judge)
-        rows = []
-        for eps in cell.eps_list:
-            score = certified_score(natural, radius, judge, eps)
-            rows.extend(_row(ids[i], judge[i], d0[i], d1[i], score[i], radius[i], eps) for i in range(len(batch)))
-        return rows
+        return [row for eps in cell.budgets
+                for row in _rows(batch, eps, d0, d1, certified_score(natural, radius, batch.judge, eps), radius)]
     if cell.kind == "distance":
         x_adv = attack.maximise(metric, batch.ref)
         with torch.no_grad():
             reached = metric.distance(batch.ref, x_adv)
             bound = metric.distance_bound(batch.ref, cell.eps) if metric.certifiable else None
-        return [_row(ids[i], judge[i], reached[i], None if bound is None else bound[i], None)
-                for i in range(len(batch))]
+        return _rows(batch, cell.eps, reached=reached, bound=bound)
     raise SuiteError(f"unknown evaluation kind {cell.kind!r}")
+
+
+__all__ = ["check_attacked", "check_metric", "check_range", "evaluate", "pick_device"]

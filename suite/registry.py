@@ -1,20 +1,28 @@
-"""Registries for metrics, attacks and datasets.
+"""Registries for metrics, attacks, distance attacks and datasets.
 
-Built-ins register with ``@register(name, aliases=...)`` when their module is
-imported (each registry knows which built-in packages to import); entries can
-also be lazy ``"module:attr"`` strings, and third-party packages add entries
-through the Python entry-point groups ``lipsim_suite.metrics``,
-``lipsim_suite.attacks`` and ``lipsim_suite.datasets``. An unknown name fails
-with the closest registered names.
+Entries come from Python entry points, the same way for built-ins and plugins, so
+this ground-floor module names no package above it:
+
+- group ``lipsim_suite.modules``: an entry named after a registry (``metrics``,
+  ``attacks``, ``distance_attacks``, ``datasets``) names a module that registers
+  entries on import with ``@register_metric(name, aliases=...)`` and the like. This
+  project's ``pyproject.toml`` lists its own packages there;
+- groups ``lipsim_suite.metrics``, ``lipsim_suite.attacks``,
+  ``lipsim_suite.distance_attacks``, ``lipsim_suite.datasets``: one entry per name,
+  ``name = "module:attr"``, imported lazily on first use.
+
+A name or alias that two packages claim is an error naming both, never a silent
+drop. An unknown name fails with the closest registered names.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, packages_distributions
 from typing import Any, Callable
 
 from suite.errors import SuiteError, UnknownNameError
@@ -45,6 +53,28 @@ class Entry:
         return self.target
 
 
+MODULES_GROUP = "lipsim_suite.modules"
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    return packages_distributions()
+
+
+def package_of(module: str) -> str:
+    """The installed distribution that provides ``module`` (its name), else the module's name."""
+    names = _distributions().get(module.partition(".")[0])
+    return f"package {names[0]}" if names else f"module {module}"
+
+
+def _same_target(a: Any, b: Any) -> bool:
+    """Two targets are the same entry: the same object, or a lazy ``"module:attr"`` naming it."""
+    def path(t: Any) -> str:
+        return t if isinstance(t, str) else f"{getattr(t, '__module__', '')}:{getattr(t, '__qualname__', '')}"
+
+    return a is b or path(a) == path(b)
+
+
 def _first_line(obj: Any) -> str:
     """The first paragraph of the docstring, on one line."""
     doc = (getattr(obj, "__doc__", None) or "").strip()
@@ -52,12 +82,13 @@ def _first_line(obj: Any) -> str:
 
 
 class Registry:
-    """Name -> factory mapping for one kind of component."""
+    """Name -> factory mapping for one kind of component (see the module docstring)."""
 
-    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...] = ()):
+    def __init__(self, kind: str, group: str, collection: str = ""):
         self.kind = kind
         self.group = group
-        self.builtin_modules = builtin_modules
+        #: the entry name in ``lipsim_suite.modules`` whose modules register into this registry
+        self.collection = collection
         self._entries: dict[str, Entry] = {}
         self._aliases: dict[str, str] = {}
         self._loaded = False
@@ -66,17 +97,35 @@ class Registry:
         """Decorator: ``@METRICS.register("l2", aliases=("mse",))``."""
 
         def decorate(obj: Any) -> Any:
-            self.add(name, obj, description=description or _first_line(obj), aliases=aliases)
+            self.add(name, obj, description=description or _first_line(obj), aliases=aliases,
+                     origin=package_of(getattr(obj, "__module__", "") or "?"))
             return obj
 
         return decorate
 
     def add(self, name: str, target: Any, *, description: str = "", aliases=(), origin: str = "builtin") -> None:
-        """Add an entry; ``target`` may be an object or a lazy ``"module:attr"`` string."""
+        """Add an entry; ``target`` may be an object or a lazy ``"module:attr"`` string.
+
+        A name or alias already taken by another target is a :class:`SuiteError` naming both origins.
+        """
         key = name.lower()
         existing = self._entries.get(key)
-        if existing is not None and existing.target is not target and existing.target != target:
-            raise SuiteError(f"{self.kind} {name!r} is registered twice ({existing.origin} and {origin})")
+        if existing is not None:
+            if _same_target(existing.target, target):
+                if not isinstance(target, str):  # the module that a lazy entry named is now imported
+                    existing.target = target
+                return
+            raise SuiteError(f"{self.kind} {name!r} is registered twice ({existing.origin} and {origin}): "
+                             "uninstall one of them or rename one")
+        if key in self._aliases:
+            owner = self._entries[self._aliases[key]]
+            raise SuiteError(f"{self.kind} {name!r} ({origin}) is already an alias of {owner.name!r} "
+                             f"({owner.origin}): uninstall one of them or rename one")
+        for alias in (a.lower() for a in aliases):
+            owner = self._entries.get(self._aliases.get(alias, alias))
+            if owner is not None:
+                raise SuiteError(f"{self.kind} alias {alias!r} of {name!r} ({origin}) is already taken by "
+                                 f"{owner.name!r} ({owner.origin}): uninstall one of them or rename one")
         self._entries[key] = Entry(key, target, description, tuple(a.lower() for a in aliases), origin)
         for alias in aliases:
             self._aliases[alias.lower()] = key
@@ -85,11 +134,15 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
-        for module in self.builtin_modules:
-            importlib.import_module(module)
+        if self.collection:
+            for ep in entry_points(group=MODULES_GROUP, name=self.collection):
+                try:
+                    importlib.import_module(ep.value)
+                except ImportError as err:
+                    raise SuiteError(f"{self.kind}s of {_dist(ep)} (module {ep.value!r}) cannot be imported: "
+                                     f"{err}") from err
         for ep in entry_points(group=self.group):
-            if ep.name.lower() not in self._entries:
-                self.add(ep.name, ep.value, origin=f"entry point of {ep.dist.name if ep.dist else '?'}")
+            self.add(ep.name, ep.value, origin=_dist(ep))
 
     def names(self) -> list[str]:
         self._load()
@@ -103,6 +156,9 @@ class Registry:
             options = sorted(set(self._entries) | set(self._aliases))
             close = difflib.get_close_matches(key, options, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
+            if not self._entries:
+                hint = (f"; no {self.kind} is registered at all: is the project installed "
+                        f"(its entry points in group {MODULES_GROUP!r})? run `make install`")
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{hint} (registered: {', '.join(sorted(self._entries)) or 'none'})"
             )
@@ -110,6 +166,24 @@ class Registry:
 
     def get(self, name: str) -> Any:
         return self._entries[self.canonical(name)].resolve()
+
+    def bind(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` bound to the factory's signature with its defaults filled in (a misspelt
+        option is a :class:`SuiteError` listing the accepted ones)."""
+        factory = self.get(name)
+        key = self.canonical(name)
+        try:
+            bound = inspect.signature(factory).bind(**options)
+        except TypeError as err:
+            accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
+            raise SuiteError(f"{self.kind} {key!r}: bad options {sorted(options)} ({err}); "
+                             f"accepted: {', '.join(accepted) or 'none'}") from None
+        except ValueError:  # builtins without a signature: let the call decide
+            return dict(options)
+        bound.apply_defaults()
+        variadic = {n for n, p in bound.signature.parameters.items()
+                    if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not bound.arguments.get(n)}
+        return {k: v for k, v in bound.arguments.items() if k not in variadic}
 
     def build(self, name: str, expected: type, **options) -> Any:
         """Call the factory registered as ``name`` with ``options``; check the result is an ``expected``.
@@ -119,14 +193,7 @@ class Registry:
         """
         factory = self.get(name)
         key = self.canonical(name)
-        try:
-            inspect.signature(factory).bind(**options)
-        except TypeError as err:
-            accepted = [p for p in inspect.signature(factory).parameters if p not in ("self", "args", "kwargs")]
-            raise SuiteError(f"{self.kind} {key!r}: bad options {sorted(options)} ({err}); "
-                             f"accepted: {', '.join(accepted) or 'none'}") from None
-        except ValueError:  # builtins without a signature: let the call decide
-            pass
+        self.bind(name, options)
         obj = factory(**options)
         if not isinstance(obj, expected):
             raise SuiteError(f"{self.kind} {key!r} must build a {expected.__module__}.{expected.__qualname__}; "
@@ -155,11 +222,16 @@ class Registry:
         return True
 
 
-METRICS = Registry("metric", "lipsim_suite.metrics", ("metrics",))
-ATTACKS = Registry("attack", "lipsim_suite.attacks", ("attacks",))
-DATASETS = Registry("dataset", "lipsim_suite.datasets", ("suite.datasets",))
+def _dist(ep) -> str:
+    return f"package {ep.dist.name}" if ep.dist is not None else f"entry point {ep.value}"
 
-REGISTRIES = {"metrics": METRICS, "attacks": ATTACKS, "datasets": DATASETS}
+
+METRICS = Registry("metric", "lipsim_suite.metrics", "metrics")
+ATTACKS = Registry("attack", "lipsim_suite.attacks", "attacks")
+DISTANCE_ATTACKS = Registry("distance attack", "lipsim_suite.distance_attacks", "distance_attacks")
+DATASETS = Registry("dataset", "lipsim_suite.datasets", "datasets")
+
+REGISTRIES = {"metrics": METRICS, "attacks": ATTACKS, "distance-attacks": DISTANCE_ATTACKS, "datasets": DATASETS}
 
 
 def register_metric(name: str, *, aliases=(), description: str = "") -> Callable:
@@ -168,6 +240,10 @@ def register_metric(name: str, *, aliases=(), description: str = "") -> Callable
 
 def register_attack(name: str, *, aliases=(), description: str = "") -> Callable:
     return ATTACKS.register(name, aliases=aliases, description=description)
+
+
+def register_distance_attack(name: str, *, aliases=(), description: str = "") -> Callable:
+    return DISTANCE_ATTACKS.register(name, aliases=aliases, description=description)
 
 
 def register_dataset(name: str, *, aliases=(), description: str = "") -> Callable:

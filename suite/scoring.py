@@ -22,6 +22,16 @@ def twoafc_score(d0: torch.Tensor, d1: torch.Tensor, judge: torch.Tensor) -> tor
     return torch.where(d0 < d1, 1 - j, torch.where(d1 < d0, j, torch.full_like(j, 0.5)))
 
 
+def oriented(d0: torch.Tensor, d1: torch.Tensor, lower_is_better: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two values as distances (lower = closer): unchanged, or negated for a similarity.
+
+    A metric that declares ``lower_is_better = False`` (a similarity such as raw SSIM)
+    prefers the candidate with the *higher* value; negating both turns that into the
+    lower-is-closer convention every score and margin here assumes.
+    """
+    return (d0, d1) if lower_is_better else (-d0, -d1)
+
+
 def worst_score(judge: torch.Tensor) -> torch.Tensor:
     """The lowest score an adversary can force: ``min(j, 1−j)``."""
     j = judge.to(torch.float64)

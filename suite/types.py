@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -41,3 +42,61 @@ class Triplets:
 
     def with_images(self, ref: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> "Triplets":
         return replace(self, ref=ref, x0=x0, x1=x1)
+
+
+@runtime_checkable
+class MetricContract(Protocol):
+    """What the evaluator and the attacks rely on; :class:`metrics.base.Metric` implements it.
+
+    Images are ``(B, 3, H, W)`` in ``input_range`` (always ``[0, 1]``); distances ``(B,)``.
+    """
+
+    name: str
+    input_range: tuple[float, float]
+    lower_is_better: bool
+    differentiable: bool
+    certifiable: bool
+    certified_threats: tuple[str, ...]
+
+    def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def represent(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def distance_to(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor: ...
+
+    def distances_to(self, ref: torch.Tensor, r0: torch.Tensor, r1: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def pair_distances(self, ref: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def certified_radius(self, ref: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor,
+                         threat: str = "ref") -> torch.Tensor: ...
+
+    def distance_bound(self, x: torch.Tensor, eps: float) -> torch.Tensor: ...
+
+    def metric_id(self) -> str: ...
+
+
+@runtime_checkable
+class AttackContract(Protocol):
+    """A 2AFC attack (:class:`attacks.base.Attack`): ``perturb`` moves the images its threat allows."""
+
+    name: str
+    norm: str
+    eps: float
+    threat: str
+
+    def perturb(self, metric: MetricContract, batch: Triplets) -> Triplets: ...
+
+
+@runtime_checkable
+class DistanceAttackContract(Protocol):
+    """A single-image attack (:class:`attacks.base.DistanceAttack`): ``maximise`` pushes
+    ``d(x, x + δ)`` up within ε."""
+
+    name: str
+    norm: str
+    eps: float
+
+    def maximise(self, metric: MetricContract, x: torch.Tensor) -> torch.Tensor: ...

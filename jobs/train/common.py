@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 
 from jobs.train.spec import TrainSpec
-from metrics.lipsim.losses import cosine_distance, lr_factor
+from metrics.lipsim.losses import lr_factor
+from suite.atomic import atomic_write, atomic_write_json
 from suite.errors import SuiteError
 from suite.scoring import twoafc_score
 
@@ -46,26 +47,6 @@ LOG_EVERY = 60.0
 
 
 # ---------------------------------------------------------------- files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in the same folder, then ``os.replace`` it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_json(path: Path, data) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
 
 
 def is_finished(output: Path) -> bool:
@@ -186,7 +167,7 @@ class Worker:
         if self.chief:
             rows = [r for r in read_log(self.output) if r.get("epoch", 0) <= start]
             body = "".join(json.dumps(r) + "\n" for r in rows)
-            atomic_write_bytes(self.output / LOG_FILE, body.encode())
+            atomic_write(self.output / LOG_FILE, body.encode())
             if start:
                 self.say(f"resuming after epoch {start}/{self.spec.epochs}")
         return start
@@ -203,7 +184,7 @@ class Worker:
             return
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        atomic_write_bytes(self.output / STATE_FILE, buffer.getvalue())
+        atomic_write(self.output / STATE_FILE, buffer.getvalue())
         with open(self.output / LOG_FILE, "a") as f:
             f.write(json.dumps(row) + "\n")
         parts = [f"epoch {epoch}/{self.spec.epochs}", f"loss {row['loss']:.4f}"]
@@ -323,8 +304,11 @@ class EmbedOf(torch.nn.Module):
 
 @torch.no_grad()
 def val_score(net: torch.nn.Module, dataset, worker: Worker) -> float:
-    """Mean natural 2AFC score of ``net.embed`` under the cosine distance on ``dataset``, each worker scoring
-    the triplets ``rank::world``."""
+    """Mean natural 2AFC score of the ``lipsim`` metric around ``net`` on ``dataset``, each worker scoring
+    the triplets ``rank::world``; distances come from the metric's ``pair_distances``, as in the grid."""
+    from metrics.lipsim.metric import LipSimMetric
+
+    metric = LipSimMetric.from_net(net)
     was_training = net.training
     net.eval()
     total = count = 0.0
@@ -333,8 +317,7 @@ def val_score(net: torch.nn.Module, dataset, worker: Worker) -> float:
         items = [dataset[i] for i in indices[start:start + worker.batch]]
         ref, x0, x1 = (torch.stack([it[k] for it in items]).to(worker.device) for k in range(3))
         judge = torch.tensor([float(it[3]) for it in items])
-        e_ref, e0, e1 = net.embed(torch.cat([ref, x0, x1])).chunk(3)
-        d0, d1 = cosine_distance(e_ref, e0).cpu(), cosine_distance(e_ref, e1).cpu()
+        d0, d1 = (d.cpu() for d in metric.pair_distances(ref, x0, x1))
         total += float(twoafc_score(d0, d1, judge).sum())
         count += len(items)
     net.train(was_training)

@@ -18,7 +18,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from jobs.train.common import DONE_FILE, PROGRESS_FILE, RAY_STORAGE, SPEC_FILE, atomic_write_json, is_finished, read_log
+from jobs.train.common import DONE_FILE, PROGRESS_FILE, RAY_STORAGE, SPEC_FILE, is_finished, read_log
+from suite.atomic import atomic_write_json
 from jobs.train.spec import TrainSpec
 from suite.errors import SuiteError
 

@@ -31,12 +31,12 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metrics.lipsim.losses import DECAYS
+from suite import validate
 from suite.errors import SuiteError
 
 STAGES = ("finetune", "distill")
@@ -337,43 +337,23 @@ class _Validator:
         return SuiteError(f"{self.where}: {key} must be {expected}; got {value!r}")
 
     def integer(self, key: str, low: int, default: int | None) -> int | None:
-        value = self.table.get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self._fail(key, f"an integer ≥ {low}", value)
-        return value
+        return validate.optional_integer(self.table.get(key, default), f"{self.where}: {key}", low)
 
     def number(self, key: str, default: float | None, low: float, low_open: bool = False, value: Any = None) -> float:
         value = self.table.get(key, default) if value is None else value
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < low or (low_open and value == low):
-            raise self._fail(key, f"a finite number {'>' if low_open else '≥'} {low:g}", value)
-        return float(value)
+        return validate.number(value, f"{self.where}: {key}", low, above=low_open)
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self.table.get(key, default)
-        if not isinstance(value, bool):
-            raise self._fail(key, "true or false", value)
-        return value
+        return validate.boolean(self.table.get(key, default), f"{self.where}: {key}")
 
     def string(self, key: str, default: str) -> str:
-        value = self.table.get(key, default)
-        if not isinstance(value, str) or not value:
-            raise self._fail(key, "a non-empty string", value)
-        return value
+        return validate.text(self.table.get(key, default), f"{self.where}: {key}")
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.table.get(key, default)
-        if value not in choices:
-            raise self._fail(key, f"one of {', '.join(choices)}", value)
-        return value
+        return validate.choice(self.table.get(key, default), choices, f"{self.where}: {key}")
 
     def mapping(self, key: str) -> dict:
-        value = self.table.get(key, {})
-        if not isinstance(value, dict):
-            raise self._fail(key, "a table of options", value)
-        return dict(value)
+        return validate.mapping(self.table.get(key, {}), f"{self.where}: {key}")
 
     def betas(self) -> tuple[float, float]:
         value = self.table.get("betas", list(TrainSpec.betas))

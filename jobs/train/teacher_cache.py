@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from suite.atomic import atomic_write, atomic_write_json
 from suite.errors import SuiteError
 
 #: bump when the shard format changes, so old caches are not reused
@@ -68,16 +67,8 @@ class TeacherCache:
         rows = len(self.shard_range(k))
         if embeddings.ndim != 2 or embeddings.shape[0] != rows:
             raise SuiteError(f"teacher cache: shard {k} needs {rows} embeddings (rows, D); got {tuple(embeddings.shape)}")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path(k).name}.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
-        try:
-            save_file({TENSOR: embeddings.float().contiguous()}, tmp, metadata={"key": self.key, "shard": str(k)})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path(k))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        tensors = {TENSOR: embeddings.float().contiguous()}
+        atomic_write(self.path(k), lambda tmp: save_file(tensors, str(tmp), metadata={"key": self.key, "shard": str(k)}))
         self.dim = int(embeddings.shape[1])
 
     def read(self, k: int) -> torch.Tensor:
@@ -100,9 +91,4 @@ class TeacherCache:
     def write_meta(self, **extra) -> None:
         """``meta.json``: what the cache holds (for people; the code never needs it)."""
         meta = {"key": self.key, "count": self.count, "shard_size": self.shard_size, "dim": self.dim, **extra}
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".meta.json.", suffix=".tmp", dir=self.folder)
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.folder / "meta.json")
+        atomic_write_json(self.folder / "meta.json", meta)

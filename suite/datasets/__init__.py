@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from suite import validate
 from suite.datasets.base import Subset, TwoAFCDataset
 from suite.errors import SuiteError
 from suite.registry import DATASETS
@@ -19,8 +20,7 @@ def load(name: str, *, limit: int | None = None, **options) -> TwoAFCDataset:
     if len(dataset) == 0:
         raise SuiteError(f"dataset {name!r} split {dataset.split!r} is empty")
     if limit is not None:
-        if limit <= 0:
-            raise SuiteError(f"dataset limit must be positive; got {limit}")
+        limit = validate.integer(limit, f"dataset {name!r}: limit", 1)
         dataset = Subset(dataset, limit)
     return dataset
 

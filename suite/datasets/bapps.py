@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from suite import validate
 from suite.datasets.base import FileTriplets
-from suite.datasets.images import check_image_size, check_root
+from suite.datasets.images import check_root
 from suite.errors import SuiteError
 from suite.registry import register_dataset
 
@@ -104,7 +105,7 @@ class Bapps(FileTriplets):
         self.root = check_root(root, "bapps")
         part, category = parse_split(split)
         self.split = f"{part}/{category}"
-        self.image_size = check_image_size(image_size, "bapps")
+        self.image_size = validate.image_size(image_size, "bapps")
         self.ids: list[str] = []
         self.paths: list[tuple[Path, Path, Path]] = []
         self.judges: list[float] = []

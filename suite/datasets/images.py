@@ -19,21 +19,6 @@ from suite.errors import SuiteError
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
-def check_image_size(image_size, dataset: str) -> int:
-    """The side length in pixels as an ``int``; anything but a positive integer is a SuiteError."""
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise SuiteError(f"{dataset}: image_size must be a positive integer (pixels); got {image_size!r}")
-    return int(image_size)
-
-
-def check_choice(value, choices: Iterable[str], what: str) -> str:
-    """``value`` if it is one of ``choices``, else a SuiteError listing them."""
-    choices = tuple(choices)
-    if value not in choices:
-        raise SuiteError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
 def check_root(root, dataset: str) -> Path:
     """The dataset folder as a :class:`Path`; a missing option or folder is a SuiteError."""
     if root is None or str(root) == "":

@@ -16,8 +16,9 @@ import csv
 import math
 from pathlib import Path
 
+from suite import validate
 from suite.datasets.base import FileTriplets
-from suite.datasets.images import check_choice, check_files_exist, check_image_size, check_root
+from suite.datasets.images import check_files_exist, check_root
 from suite.errors import SuiteError
 from suite.registry import register_dataset
 
@@ -110,10 +111,9 @@ class Nights(FileTriplets):
         self, root: str | Path | None = None, split: str = "test", image_size: int = 224, min_votes: float = 6
     ):
         self.root = check_root(root, "nights")
-        self.split = check_choice(split, SPLITS, "nights split")
-        self.image_size = check_image_size(image_size, "nights")
-        if isinstance(min_votes, bool) or not isinstance(min_votes, (int, float)) or min_votes < 0:
-            raise SuiteError(f"nights: min_votes must be a non-negative number; got {min_votes!r}")
+        self.split = validate.choice(split, SPLITS, "nights split")
+        self.image_size = validate.image_size(image_size, "nights")
+        min_votes = validate.number(min_votes, "nights: min_votes", 0)
         csv_path = self.root / "data.csv"
         rows = read_rows(csv_path)
         counts = votes_are_counts(rows, csv_path)

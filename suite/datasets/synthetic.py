@@ -35,7 +35,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from suite.datasets.base import TwoAFCDataset
-from suite.datasets.images import check_choice, check_image_size
+from suite import validate
+from suite.atomic import atomic_write
 from suite.errors import SuiteError
 from suite.registry import register_dataset
 
@@ -250,17 +251,9 @@ def read_cache(path: Path) -> dict | None:
 
 
 def write_cache(path: Path, data: dict) -> None:
-    """Write atomically (temporary file in the same folder, then ``os.replace``); failure only warns."""
+    """Write atomically (:func:`suite.atomic.atomic_write`); failure only warns."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(data, f)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda tmp: torch.save(data, tmp))
     except OSError as err:
         warnings.warn(f"synthetic-2afc: cannot write the cache file {str(path)!r} ({err}); using it from memory")
 
@@ -277,12 +270,12 @@ class Synthetic2AFC(TwoAFCDataset):
         seed: int = 0,
         cache_dir: str | Path | None = None,
     ):
-        self.split = check_choice(split, SPLITS, "synthetic-2afc split")
-        self.image_size = check_image_size(image_size, "synthetic-2afc")
+        self.split = validate.choice(split, SPLITS, "synthetic-2afc split")
+        self.image_size = validate.image_size(image_size, "synthetic-2afc")
         if self.image_size < MIN_IMAGE_SIZE:
             raise SuiteError(f"synthetic-2afc: image_size must be at least {MIN_IMAGE_SIZE}; got {image_size!r}")
-        self.count = _check_int(count, "count", 1)
-        self.seed = _check_int(seed, "seed", 0)
+        self.count = validate.integer(count, "synthetic-2afc: count", 1)
+        self.seed = validate.integer(seed, "synthetic-2afc: seed", 0)
         self.key = self._key()
         self.cache_path = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.cache_path = self.cache_path / f"synthetic-2afc-{self.key}.pt"
@@ -327,9 +320,3 @@ class Synthetic2AFC(TwoAFCDataset):
     def fingerprint(self) -> str:
         """The cache key: it covers the seed, which the sample ids do not."""
         return self.key
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise SuiteError(f"synthetic-2afc: {name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)

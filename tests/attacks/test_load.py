@@ -4,25 +4,28 @@ import torch
 import attacks
 from attacks.objective import MostDamaging, TwoAFCObjective
 from suite.errors import SuiteError, UnknownNameError
-from suite.registry import ATTACKS
+from suite.registry import ATTACKS, DISTANCE_ATTACKS
 
 
 def test_builtins_are_registered_and_load_sets_the_name():
-    assert {"pgd", "mia", "distance", "autoattack"} <= set(ATTACKS.names())
+    assert {"pgd", "mia", "autoattack"} <= set(ATTACKS.names())
+    assert "distance" in DISTANCE_ATTACKS.names() and attacks.load_distance("distance").name == "distance"
     assert attacks.load("aa", n_iter=3).name == "autoattack"
     assert attacks.load("MI-FGSM").name == "mia"
 
 
 @pytest.mark.parametrize("name", ["pgd", "mia", "distance", "autoattack"])
 def test_common_options_are_validated(name):
+    load = attacks.load_distance if name == "distance" else attacks.load
     with pytest.raises(SuiteError, match="eps must be a finite number ≥ 0"):
-        attacks.load(name, eps=-0.1)
+        load(name, eps=-0.1)
     with pytest.raises(SuiteError, match="norm must be one of l2, linf; got 'l1'"):
-        attacks.load(name, norm="l1")
-    with pytest.raises(SuiteError, match="threat must be one of"):
-        attacks.load(name, threat="candidates")
+        load(name, norm="l1")
+    if name != "distance":  # a distance attack moves one image: it has no threat option
+        with pytest.raises(SuiteError, match="threat must be one of"):
+            load(name, threat="candidates")
     with pytest.raises(SuiteError, match="bad options"):
-        attacks.load(name, stepz=3)
+        load(name, stepz=3)
 
 
 def test_unknown_attack_suggests_close_names():

@@ -162,3 +162,44 @@ def test_certify_command_writes_certified_rows_for_a_certifiable_metric(ray_clus
 def test_leaderboard_command_refuses_a_folder_without_results(tmp_path, capsys):
     assert cli(["leaderboard", str(tmp_path)]) == 2
     assert "holds no results" in capsys.readouterr().err
+
+
+def test_a_metric_whose_weights_are_missing_is_not_evaluated_and_the_run_still_passes(ray_cluster, tmp_path,
+                                                                                       cache_dir):
+    from jobs.benchmark import report
+    from metrics.base import Metric
+    from suite.errors import MissingWeightsError
+    from suite.registry import METRICS
+    from suite.store import ResultStore
+
+    if "test-no-weights" not in METRICS:
+        @METRICS.register("test-no-weights")
+        class NoWeights(Metric):
+            """A metric whose weights file is never there."""
+
+            def __init__(self):
+                raise MissingWeightsError("test-tag", "net.pth", ["/nowhere/test-tag/net.pth"])
+
+    config = parse_config(small_config(tmp_path, metrics=[{"name": "l2"}, {"name": "test-no-weights"}],
+                                       evaluations=[{"kind": "natural"}]))
+    summary = run(config, progress=False)
+    assert summary.ok and summary.computed == 1 and summary.total == 1
+    assert len(summary.not_evaluated) == 1 and "expected net.pth in /nowhere/test-tag/net.pth" in summary.not_evaluated[0]
+    assert report(summary) == 0
+    entry, = ResultStore(config.results_dir).not_evaluated()
+    assert entry["spec"]["metric"] == "test-no-weights" and "lipsim weights fetch test-tag" in entry["error"]
+    page = (config.results_dir / "leaderboard.html").read_text()
+    assert "Not evaluated (1)" in page and "expected net.pth" in page
+
+
+def test_a_not_evaluated_entry_goes_once_the_metric_can_be_evaluated(tmp_path):
+    from jobs.benchmark import Summary, not_evaluated_key, record_not_evaluated
+    from suite.errors import MissingWeightsError
+    from suite.store import ResultStore
+
+    config = parse_config(small_config(tmp_path, metrics=[{"name": "l2"}]))
+    store, spec = ResultStore(tmp_path / "store"), config.metrics[0]
+    record_not_evaluated(config, {"l2": MissingWeightsError("t", "f", ["p"])}, store, Summary(tmp_path))
+    assert store.status(not_evaluated_key(spec)) == "not-evaluated"
+    record_not_evaluated(config, {}, store, Summary(tmp_path))
+    assert store.status(not_evaluated_key(spec)) == "missing" and store.not_evaluated() == []

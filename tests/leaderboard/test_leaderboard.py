@@ -8,23 +8,29 @@ import pytest
 from leaderboard import AGG_SCHEMA, aggregate, build, fmt_eps, render, text_table
 from leaderboard.__main__ import main
 from suite.errors import SuiteError
-from suite.store import ROW_SCHEMA, TMP_PREFIX, ResultStore, cell_key
+from suite.atomic import TMP_PREFIX
+from suite.schema import ROW_SCHEMA
+from suite.store import ResultStore, cell_key
 
 EPS_INF = 8 / 255
 EPS_L2 = 36 / 255
 
 
 def rows_for(metric: str, kind: str, scores: list[float | None], *, attack: str = "", threat: str = "",
-             norm: str = "", eps: float = 0.0, d0=None, d1=None, radius=None, cell: str = "c",
+             norm: str = "", eps: float = 0.0, d0=None, d1=None, radius=None, reached=None, bound=None,
+             cell: str = "c",
              metric_id: str = "w0", dataset: str = "nights", split: str = "test") -> list[dict]:
     n = len(scores)
     d0 = d0 or [0.1] * n
     d1 = d1 or [0.2] * n
     radius = radius or [None] * n
+    reached = reached or [None] * n
+    bound = bound or [None] * n
     return [
         {"metric": metric, "metric_id": metric_id, "dataset": dataset, "split": split, "kind": kind,
          "attack": attack, "threat": threat, "norm": norm, "eps": eps, "sample_id": f"s{i}", "judge": 0.5,
-         "d0": d0[i], "d1": d1[i], "score": scores[i], "radius": radius[i], "seconds": 0.25,
+         "d0": d0[i], "d1": d1[i], "score": scores[i], "radius": radius[i],
+         "reached": reached[i], "bound": bound[i], "seconds": 0.25,
          "suite_version": "0.1.0", "cell": cell}
         for i in range(n)
     ]
@@ -78,7 +84,7 @@ def test_certified_radius_mean_and_median_by_hand():
 
 def test_distance_rows_average_reached_distance_and_bound_and_count_violations():
     rows = rows_for("lipsim", "distance", [None, None, None], attack="pgd", threat="all", norm="l2", eps=0.5,
-                    d0=[0.1, 0.2, 0.6], d1=[0.3, 0.3, 0.5])
+                    reached=[0.1, 0.2, 0.6], bound=[0.3, 0.3, 0.5])
     entry = one(aggregate(frame(rows)), kind="distance")
     assert entry["score"] is None
     assert entry["distance_mean"] == pytest.approx(0.3)
@@ -88,7 +94,7 @@ def test_distance_rows_average_reached_distance_and_bound_and_count_violations()
 
 def test_distance_rows_without_a_certificate_have_a_null_bound():
     rows = rows_for("lpips", "distance", [None, None], attack="pgd", threat="all", norm="l2", eps=0.5,
-                    d0=[0.1, 0.3], d1=[None, None])
+                    reached=[0.1, 0.3], bound=[None, None])
     entry = one(aggregate(frame(rows)), kind="distance")
     assert entry["distance_mean"] == pytest.approx(0.2)
     assert entry["bound_mean"] is None and entry["over_bound"] == 0

@@ -122,10 +122,10 @@ def test_ref_radius_is_exact_for_an_isometry():
     assert (certify.decision(outside, a, b) == -clean).all()
 
 
-def test_reference_radius_is_ours_divided_by_the_norm():
+def test_lipsim_repo_radius_is_ours_divided_by_the_norm():
     gen = torch.Generator().manual_seed(1)
     r, a, b = (torch.randn(32, 8, generator=gen, dtype=torch.float64) for _ in range(3))
-    torch.testing.assert_close(certify.reference_radius(r, a, b), certify.ref_radius(r, a, b) / r.norm(dim=1))
+    torch.testing.assert_close(certify.lipsim_repo_radius(r, a, b), certify.ref_radius(r, a, b) / r.norm(dim=1))
 
 
 def test_turn_bound_holds_and_is_attained_by_the_tangent():
@@ -273,7 +273,7 @@ def test_distance_attack_stays_under_the_certified_bound(kind):
             assert (reached > 0.2 * bound).all()  # the bound is not vacuous
 
 
-def test_small_embeddings_break_the_reference_radius_but_not_ours():
+def test_small_embeddings_break_the_lipsim_repo_radius_but_not_ours():
     """‖f(ref)‖ < 1: the reference code's radius over-claims; inside it an attack flips, inside ours never."""
     gen = torch.Generator().manual_seed(12)
     metric = LipSimMetric.from_net(LipSimNet(LINEAR).requires_grad_(False))
@@ -281,13 +281,13 @@ def test_small_embeddings_break_the_reference_radius_but_not_ours():
     er, e0, e1 = metric.embed(ref), metric.embed(x0), metric.embed(x1)
     assert (er.norm(dim=1) < 1).all()
     ours = metric.certified_radius(ref, x0, x1, "ref").float()
-    theirs = certify.reference_radius(er, e0, e1).float()
+    theirs = certify.lipsim_repo_radius(er, e0, e1).float()
     assert (theirs > ours).all()
     assert not _flips(metric, ref, x0, x1, "ref", ours * 0.98, gen).any()
     assert _flips(metric, ref, x0, x1, "ref", theirs * 0.98, gen).all()
 
 
-def test_small_norm_trained_network_breaks_the_reference_radius_but_not_ours():
+def test_small_norm_trained_network_breaks_the_lipsim_repo_radius_but_not_ours():
     gen = torch.Generator().manual_seed(13)
     torch.manual_seed(13)
     net = LipSimNet(NET)
@@ -306,7 +306,7 @@ def test_small_norm_trained_network_breaks_the_reference_radius_but_not_ours():
     assert keep.sum() >= 6
     ref, x0, x1 = ref[keep], x0[keep], x1[keep]
     ours = metric.certified_radius(ref, x0, x1, "ref").float()
-    theirs = certify.reference_radius(metric.embed(ref), metric.embed(x0), metric.embed(x1)).float()
+    theirs = certify.lipsim_repo_radius(metric.embed(ref), metric.embed(x0), metric.embed(x1)).float()
     assert not _flips(metric, ref, x0, x1, "ref", ours * 0.98, gen).any()
     assert _flips(metric, ref, x0, x1, "ref", theirs * 0.98, gen).float().mean() > 0.5
 

@@ -40,7 +40,7 @@ def test_negative_eps_in_config_names_the_table():
         ({"metrics": []}, "no \\[\\[metrics\\]\\]"),
         ({"evaluations": [{"kind": "certified", "eps": {"linf": [0.1]}}]}, "ℓ2 only"),
         ({"evaluations": [{"kind": "attack", "eps": {"l2": [1]}}]}, "needs attack"),
-        ({"datasets": [{"name": "x", "limit": 0}]}, "positive integer"),
+        ({"datasets": [{"name": "x", "limit": 0}]}, "integer ≥ 1"),
         ({"metrics": [{"name": "l2"}, {"name": "l2"}]}, "unique"),
         ({"run": {"batch_size": 0}}, "batch_size"),
         ({"extra": 1}, "unknown key"),

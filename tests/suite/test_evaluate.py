@@ -1,8 +1,12 @@
 import pytest
 import torch
 
+import metrics
+from suite import datasets
+from suite.cell import Cell
 from suite.errors import SuiteError
-from suite.evaluate import Cell, check_attacked, evaluate_cell
+from suite.evaluate import check_attacked, evaluate
+from suite.schema import ROW_SCHEMA, validate_rows
 from suite.types import Triplets
 
 OPTIONS = {"image_size": 32, "count": 24}
@@ -14,21 +18,81 @@ def cell(**kw):
     return Cell(**{**base, **kw})
 
 
-def test_natural_rows_carry_the_design_columns(cache_dir):
-    rows = evaluate_cell(cell())
+def data():
+    return datasets.load("synthetic-2afc", split="test", **OPTIONS)
+
+
+def test_natural_rows_are_complete_and_carry_the_cell_key(cache_dir):
+    c = cell()
+    rows = evaluate(c, metrics.load("l2"), data())
     assert len(rows) == 24
-    expected = {"metric", "metric_id", "dataset", "split", "kind", "attack", "threat", "norm", "eps", "sample_id",
-                "judge", "d0", "d1", "score", "radius", "seconds", "suite_version"}
-    assert expected <= set(rows[0])
+    assert set(rows[0]) == set(ROW_SCHEMA)
+    assert all(r["cell"] == c.key and r["eps"] == 0.0 for r in rows)
+    assert validate_rows(rows).height == 24  # the store accepts them as they are
     assert sum(r["score"] for r in rows) / len(rows) > 0.6
 
 
 def test_certified_rows_one_per_sample_and_budget(cache_dir):
-    rows = evaluate_cell(cell(kind="certified", threat="ref", norm="l2", eps_list=(0.1, 1.0, 100.0)))
+    rows = evaluate(cell(kind="certified", threat="ref", norm="l2", budgets=(0.1, 1.0, 100.0)),
+                    metrics.load("l2"), data())
     assert len(rows) == 72
     by_eps = {e: [r for r in rows if r["eps"] == e] for e in (0.1, 1.0, 100.0)}
     assert sum(r["score"] for r in by_eps[100.0]) <= sum(r["score"] for r in by_eps[0.1])
     assert all(r["radius"] >= 0 for r in rows)
+
+
+def test_distance_rows_hold_reached_and_bound_in_their_own_columns(cache_dir):
+    import attacks
+
+    attack = attacks.load_distance("distance", norm="l2", eps=0.5, steps=3)
+    rows = evaluate(cell(kind="distance", attack="distance", attack_name="distance", threat="ref", norm="l2",
+                         budgets=(0.5,)), metrics.load("l2"), data(), attack)
+    assert all(r["d0"] is None and r["d1"] is None and r["score"] is None for r in rows)
+    assert all(0 < r["reached"] <= r["bound"] + 1e-6 and r["bound"] == pytest.approx(0.5) for r in rows)
+
+
+def test_a_cell_of_one_kind_refuses_an_attack_of_the_other(cache_dir):
+    import attacks
+
+    with pytest.raises(SuiteError, match="kind 'attack' needs a 2AFC attack"):
+        evaluate(cell(kind="attack", attack="distance", threat="ref", norm="l2", budgets=(0.5,)),
+                 metrics.load("l2"), data(), attacks.load_distance("distance", eps=0.5))
+
+
+def test_images_outside_the_unit_range_are_an_error_naming_the_dataset():
+    class Shifted:
+        def batches(self, size):
+            yield Triplets(torch.full((2, 3, 8, 8), 0.5), torch.full((2, 3, 8, 8), 1.5), torch.zeros(2, 3, 8, 8),
+                           torch.tensor([0.9, 0.1]), ["a", "b"])
+
+        def __len__(self):
+            return 2
+
+    with pytest.raises(SuiteError, match=r"values in \[0, 1.5\]; metric 'l2' takes images in \[0, 1\]"):
+        evaluate(cell(), metrics.load("l2"), Shifted())
+
+
+def test_a_metric_declaring_another_input_range_is_refused(cache_dir):
+    metric = metrics.load("l2")
+    metric.input_range = (-1.0, 1.0)
+    with pytest.raises(SuiteError, match=r"declares input_range \(-1, 1\)"):
+        evaluate(cell(), metric, data())
+
+
+def test_a_similarity_is_scored_with_higher_meaning_closer(cache_dir):
+    distance = evaluate(cell(), metrics.load("l2"), data())
+
+    class Similarity(metrics.EmbeddingMetric):
+        lower_is_better = False
+
+        def embed(self, x):
+            return x.flatten(1)
+
+        def compare(self, ex, ey):
+            return -((ex - ey).pow(2).sum(1) + 1e-20).sqrt()
+
+    similarity = evaluate(cell(), Similarity(), data())
+    assert [r["score"] for r in similarity] == [r["score"] for r in distance]
 
 
 def test_an_attack_that_leaves_its_threat_model_is_an_error():
@@ -36,7 +100,7 @@ def test_an_attack_that_leaves_its_threat_model_is_an_error():
                      torch.tensor([0.9, 0.1]), ["a", "b"])
     moved = clean.with_images(clean.ref, clean.x0 + 0.01, clean.x1)
     with pytest.raises(SuiteError, match="moved x0 beyond"):
-        check_attacked(clean, moved, cell(kind="attack", attack="bad", threat="ref", norm="l2", eps=1.0))
+        check_attacked(clean, moved, cell(kind="attack", attack="bad", threat="ref", norm="l2", budgets=(1.0,)))
     far = clean.with_images(clean.ref + 0.3, clean.x0, clean.x1)
     with pytest.raises(SuiteError, match="moved ref beyond.*on samples a, b"):
-        check_attacked(clean, far, cell(kind="attack", attack="bad", threat="ref", norm="linf", eps=0.1))
+        check_attacked(clean, far, cell(kind="attack", attack="bad", threat="ref", norm="linf", budgets=(0.1,)))

@@ -14,7 +14,9 @@ import polars as pl
 import pytest
 
 from suite.errors import SuiteError
-from suite.store import KINDS, ROW_SCHEMA, TMP_PREFIX, ResultStore, cell_key, temp_path
+from suite.atomic import TMP_PREFIX, temp_path
+from suite.schema import KINDS, ROW_SCHEMA
+from suite.store import ResultStore, cell_key
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = {"metric": "lipsim", "metric_id": "w0", "dataset": "nights", "split": "test", "kind": "natural",
@@ -25,7 +27,7 @@ def make_rows(key: str, n: int = 3, kind: str = "natural", score: float = 1.0) -
     return [
         {"metric": "lipsim", "metric_id": "w0", "dataset": "nights", "split": "test", "kind": kind,
          "attack": "", "threat": "", "norm": "", "eps": 0, "sample_id": f"s{i}", "judge": 0.8,
-         "d0": 0.1, "d1": 0.2, "score": score, "radius": None, "seconds": 0.5, "suite_version": "0.1.0",
+         "d0": 0.1, "d1": 0.2, "score": score, "radius": None, "reached": None, "bound": None, "seconds": 0.5, "suite_version": "0.1.0",
          "cell": key}
         for i in range(n)
     ]

@@ -1,0 +1,115 @@
+"""The result row: its columns, their types, the evaluation kinds. The store, the evaluator,
+the invariants and the leaderboard all import it from here.
+
+One row per sample per cell (per budget for kinds that evaluate several), DESIGN.md "Result row":
+
+- ``metric`` (the config's label), ``metric_id`` (hash of the metric's weights and of every
+  option that changes its function), ``dataset``, ``split``;
+- ``kind``: one of :data:`KINDS`;
+- ``attack``, ``threat`` (``ref`` | ``all``), ``norm`` (``l2`` | ``linf``): ``""`` when none;
+- ``eps``: the budget in ``[0, 1]`` image units, ``0.0`` for natural rows;
+- ``sample_id``, ``judge`` (the fraction of people who judged x1 closer);
+- ``d0``, ``d1``: ``d(ref, x0)`` and ``d(ref, x1)`` on the images the row scores
+  (null for ``distance`` rows);
+- ``score``: the per-sample 2AFC score (natural, robust, worst-case or certified; null for
+  ``distance`` rows);
+- ``radius``: the certified radius (``certified`` rows; null otherwise);
+- ``reached``: ``d(x, x + δ)`` reached by the distance attack, and ``bound``: the
+  certified upper bound on it for ``‖δ‖₂ ≤ eps`` (``distance`` rows; ``bound`` is null
+  when the metric has no certificate);
+- ``seconds``: this sample's share of the wall time of its batch;
+- ``suite_version``, ``cell`` (the key of the cell that wrote the row).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import polars as pl
+
+from suite.errors import SuiteError
+
+ROW_SCHEMA: dict[str, pl.DataType] = {
+    "metric": pl.String,
+    "metric_id": pl.String,
+    "dataset": pl.String,
+    "split": pl.String,
+    "kind": pl.String,
+    "attack": pl.String,
+    "threat": pl.String,
+    "norm": pl.String,
+    "eps": pl.Float64,
+    "sample_id": pl.String,
+    "judge": pl.Float64,
+    "d0": pl.Float64,
+    "d1": pl.Float64,
+    "score": pl.Float64,
+    "radius": pl.Float64,
+    "reached": pl.Float64,
+    "bound": pl.Float64,
+    "seconds": pl.Float64,
+    "suite_version": pl.String,
+    "cell": pl.String,
+}
+
+#: every kind of row; ``worst`` rows are made by the grid from ``attack`` rows
+KINDS = ("natural", "attack", "worst", "certified", "distance")
+
+#: kinds a config evaluates cell by cell
+EVALUATION_KINDS = ("natural", "attack", "certified", "distance")
+
+#: columns that identify a row: a null there is a bug in the evaluator, never "no value"
+REQUIRED = ("metric", "metric_id", "dataset", "split", "kind", "attack", "threat", "norm", "eps",
+            "sample_id", "suite_version", "cell")
+
+
+def empty_rows() -> pl.DataFrame:
+    """A frame with no rows and the columns of :data:`ROW_SCHEMA`."""
+    return pl.DataFrame(schema=ROW_SCHEMA)
+
+
+def validate_rows(rows: pl.DataFrame | Iterable[Mapping[str, Any]]) -> pl.DataFrame:
+    """Rows as a frame with exactly :data:`ROW_SCHEMA` (column order and dtypes), or a :class:`SuiteError`."""
+    if isinstance(rows, pl.DataFrame):
+        _check_columns(rows.columns, where="the frame")
+    else:
+        rows = list(rows)
+        for i, row in enumerate(rows):
+            _check_columns(row.keys(), where=f"row {i}")
+    columns = {}
+    for name, dtype in ROW_SCHEMA.items():
+        try:
+            if isinstance(rows, pl.DataFrame):
+                columns[name] = rows[name].cast(dtype, strict=True)
+            else:
+                columns[name] = pl.Series(name, [row[name] for row in rows], dtype=dtype, strict=True)
+        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise SuiteError(f"result rows: column {name!r} must hold {dtype} values; {first}") from None
+    frame = pl.DataFrame(columns)
+    for name in REQUIRED:
+        nulls = frame[name].null_count()
+        if nulls:
+            raise SuiteError(f"result rows: column {name!r} has {nulls} null value(s); "
+                             "identifying columns take \"\" (eps 0.0) for none")
+    for name, dtype in ROW_SCHEMA.items():
+        nans = frame[name].is_nan().sum() if dtype == pl.Float64 else 0
+        if nans:
+            raise SuiteError(f"result rows: column {name!r} has {nans} NaN value(s); use null for \"no value\"")
+    bad = sorted(set(frame["kind"].unique().to_list()) - set(KINDS))
+    if bad:
+        raise SuiteError(f"result rows: column 'kind' must be one of {', '.join(KINDS)}; found {bad}")
+    return frame
+
+
+def _check_columns(found: Iterable[str], where: str) -> None:
+    found = list(found)
+    missing = [c for c in ROW_SCHEMA if c not in found]
+    extra = [c for c in found if c not in ROW_SCHEMA]
+    if missing:
+        raise SuiteError(f"result rows: {where} lacks column(s) {', '.join(map(repr, missing))} of ROW_SCHEMA")
+    if extra:
+        raise SuiteError(f"result rows: {where} has column(s) {', '.join(map(repr, extra))} not in ROW_SCHEMA")
+
+
+__all__ = ["EVALUATION_KINDS", "KINDS", "REQUIRED", "ROW_SCHEMA", "empty_rows", "validate_rows"]
