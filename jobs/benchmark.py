@@ -149,13 +149,24 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
                             notes.append(f"{label}: no certificate for threat {threat!r}; certified cell left out")
                             continue
                         cells.append(Cell(kind="certified", threat=threat, norm="l2", budgets=ev.eps["l2"], **base))
-                else:
-                    threats_here = ev.threats if ev.kind == "attack" else ("ref",)
-                    for threat in threats_here:
+                elif ev.kind == "attack":  # one ladder per (threat, norm): every budget, survivors only
+                    for threat in ev.threats:
                         for norm, budgets in ev.eps.items():
-                            for eps in budgets:
-                                cells.append(Cell(kind=ev.kind, attack=ev.label, attack_name=ev.attack,
-                                                  attack_options=ev.options, threat=threat, norm=norm, budgets=(eps,), **base))
+                            cells.append(Cell(kind="attack", attack=ev.label, attack_name=ev.attack,
+                                              attack_options=ev.options, threat=threat, norm=norm,
+                                              budgets=tuple(sorted(set(budgets))), **base))
+                elif ev.kind == "minnorm":  # one cell per (threat, norm); eps is the search ceiling
+                    for threat in ev.threats:
+                        for norm, budgets in ev.eps.items():
+                            cells.append(Cell(kind="minnorm", attack=ev.label, attack_name=ev.attack,
+                                              attack_options=ev.options, threat=threat, norm=norm,
+                                              budgets=(max(budgets),), **base))
+                else:
+                    for norm, budgets in ev.eps.items():
+                        for eps in budgets:
+                            cells.append(Cell(kind=ev.kind, attack=ev.label, attack_name=ev.attack,
+                                              attack_options=ev.options, threat="ref", norm=norm, budgets=(eps,),
+                                              **base))
     return cells, sorted(set(notes))
 
 
@@ -226,12 +237,12 @@ def finish(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Su
         groups = defaultdict(list)
         for c in cells:
             if c.kind == "attack":
-                groups[(c.metric, c.metric_id, c.dataset, c.split, c.threat, c.norm, c.eps)].append(c)
+                groups[(c.metric, c.metric_id, c.dataset, c.split, c.threat, c.norm)].append(c)
         for members in groups.values():
             member_keys = [c.key for c in members]
             if not all(store.is_done(k) for k in member_keys):
                 continue
-            spec = {"kind": "worst", "members": sorted(member_keys)}
+            spec = {"kind": "worst", "rule": "per-sample minimum per eps", "members": sorted(member_keys)}
             key = cell_key(spec)
             keys.add(key)
             if not store.is_done(key):

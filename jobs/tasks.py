@@ -42,7 +42,7 @@ def build_dataset(name: str, options: dict[str, Any], split: str, limit: int | N
 
 
 def build_attack(kind: str, name: str, options: dict[str, Any], *, norm: str, eps: float, threat: str, seed: int):
-    """The 2AFC attack of an ``attack`` cell or the distance attack of a ``distance`` cell."""
+    """The 2AFC attack of an ``attack`` or ``minnorm`` cell, or the distance attack of a ``distance`` cell."""
     import attacks
 
     if kind == "distance":
@@ -55,7 +55,7 @@ def run_cell(cell: Cell, *, device: str = "auto", on_batch: Callable[[int, int],
     metric = build_metric(cell.metric_name, cell.metric_options)
     dataset = build_dataset(cell.dataset, cell.dataset_options, cell.split, cell.limit)
     attack = None
-    if cell.kind in ("attack", "distance"):
+    if cell.kind in ("attack", "distance", "minnorm"):
         attack = build_attack(cell.kind, cell.attack_name, cell.attack_options, norm=cell.norm, eps=cell.eps,
                               threat=cell.threat or "ref", seed=cell.seed)
     return evaluate(cell, metric, dataset, attack, device=device, on_batch=on_batch)

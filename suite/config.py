@@ -191,7 +191,7 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
         if "eps" not in t:
             raise SuiteError(f"{w}: kind {kind!r} needs eps")
         eps = _eps_table(t["eps"], w, kind)
-        attack = str(t.get("attack", "distance" if kind == "distance" else ""))
+        attack = str(t.get("attack", {"distance": "distance", "minnorm": "minnorm"}.get(kind, "")))
         if kind == "attack" and not attack:
             raise SuiteError(f"{w}: kind 'attack' needs attack = \"pgd\" (or another registered attack)")
         label = str(t.get("label", attack))

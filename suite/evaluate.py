@@ -8,6 +8,7 @@ complete: every column of :data:`suite.schema.ROW_SCHEMA`, the cell key included
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Callable
 
@@ -16,7 +17,7 @@ import torch
 import suite
 from suite.cell import Cell
 from suite.errors import SuiteError
-from suite.scoring import certified_score, oriented, twoafc_score
+from suite.scoring import certified_score, oriented, twoafc_score, worst_score
 from suite.types import AttackContract, DistanceAttackContract, MetricContract, Triplets
 
 UNIT_RANGE = (0.0, 1.0)
@@ -45,14 +46,16 @@ def check_range(batch: Triplets, metric: MetricContract, dataset: str) -> None:
                          f"{metric.name!r} takes images in [0, 1]")
 
 
-def check_attacked(clean: Triplets, adv: Triplets, cell: Cell) -> None:
-    """Reject an attack result outside its threat model: an impossible result is an error, not a number."""
-    tol = 1e-4 * max(cell.eps, 1.0) + 1e-6
+def check_attacked(clean: Triplets, adv: Triplets, cell: Cell, eps: float | None = None) -> None:
+    """Reject an attack result outside its threat model (budget ``eps``, default the cell's):
+    an impossible result is an error, not a number."""
+    eps = cell.eps if eps is None else eps
+    tol = 1e-4 * max(eps, 1.0) + 1e-6
     pairs = [("ref", clean.ref, adv.ref), ("x0", clean.x0, adv.x0), ("x1", clean.x1, adv.x1)]
     for which, a, b in pairs:
         delta = (b - a).flatten(1).double()
         size = delta.norm(dim=1) if cell.norm == "l2" else delta.abs().amax(dim=1)
-        budget = cell.eps if (which == "ref" or cell.threat == "all") else 0.0
+        budget = eps if (which == "ref" or cell.threat == "all") else 0.0
         bad = (size > budget + tol).nonzero().flatten().tolist()
         if bad:
             ids = ", ".join(clean.sample_id[i] for i in bad[:5])
@@ -62,6 +65,9 @@ def check_attacked(clean: Triplets, adv: Triplets, cell: Cell) -> None:
 
 
 def _check_attack(cell: Cell, attack) -> None:
+    if cell.kind == "minnorm" and not callable(getattr(attack, "radius", None)):
+        raise SuiteError(f"cell {cell.describe()}: kind 'minnorm' needs an attack with radius(metric, batch), "
+                         f"such as 'minnorm'; got {type(attack).__name__}")
     if cell.kind == "attack" and not isinstance(attack, AttackContract):
         raise SuiteError(f"cell {cell.describe()}: kind 'attack' needs a 2AFC attack with perturb(); "
                          f"got {type(attack).__name__}")
@@ -124,21 +130,63 @@ def _scored(metric: MetricContract, triplets: Triplets) -> tuple[torch.Tensor, t
     return d0, d1, twoafc_score(*oriented(d0, d1, metric.lower_is_better), triplets.judge)
 
 
+def at_budget(attack: AttackContract, eps: float) -> AttackContract:
+    """The same attack with budget ``eps`` (a shallow copy: attacks keep no per-call state)."""
+    out = copy.copy(attack)
+    out.eps = float(eps)
+    return out
+
+
+def strictly_flipped(d0: torch.Tensor, d1: torch.Tensor, judge: torch.Tensor) -> torch.Tensor:
+    """Samples whose decision sits strictly on the side fewer people chose (or ``j = ½``: nothing to gain).
+
+    Their score is ``min(j, 1 − j)``, the lowest any perturbation can force, so a larger
+    budget cannot lower it further and a perturbation inside a smaller ball is inside every
+    larger one: the ladder stops attacking them.
+    """
+    score = twoafc_score(d0, d1, judge)
+    return (score <= worst_score(judge)) & ((d0 != d1) | (judge == 0.5))
+
+
+def _ladder(cell: Cell, metric: MetricContract, attack, batch: Triplets) -> list[dict]:
+    """Attack rows at every budget of the cell, smallest first, attacking only the survivors.
+
+    A sample flipped at ε_k keeps its perturbation (inside every larger ball) and is
+    counted flipped at every larger ε; the others are attacked again from their clean
+    images at the next budget. Curves are monotone by construction.
+    """
+    adv = batch
+    done = torch.zeros(len(batch), dtype=torch.bool, device=batch.judge.device)
+    rows = []
+    for eps in sorted(cell.budgets):
+        active = (~done).nonzero().flatten()
+        if len(active):
+            attacked = at_budget(attack, eps).perturb(metric, batch.subset(active))
+            ref, x0, x1 = adv.ref.clone(), adv.x0.clone(), adv.x1.clone()
+            ref[active], x0[active], x1[active] = attacked.ref, attacked.x0, attacked.x1
+            adv = batch.with_images(ref, x0, x1)
+        check_attacked(batch, adv, cell, eps)
+        d0, d1, score = _scored(metric, adv)
+        rows.extend(_rows(batch, eps, d0, d1, score))
+        done |= strictly_flipped(*oriented(d0, d1, metric.lower_is_better), batch.judge)
+    return rows
+
+
 def _evaluate_batch(cell: Cell, metric: MetricContract, attack, batch: Triplets) -> list[dict]:
     if cell.kind == "natural":
         d0, d1, score = _scored(metric, batch)
         return [row for eps in cell.budgets for row in _rows(batch, eps, d0, d1, score)]
     if cell.kind == "attack":
-        adv = attack.perturb(metric, batch)
-        check_attacked(batch, adv, cell)
-        d0, d1, score = _scored(metric, adv)
-        return _rows(batch, cell.eps, d0, d1, score)
+        return _ladder(cell, metric, attack, batch)
     if cell.kind == "certified":
         d0, d1, natural = _scored(metric, batch)
         with torch.no_grad():
             radius = metric.certified_radius(batch.ref, batch.x0, batch.x1, threat=cell.threat)
         return [row for eps in cell.budgets
                 for row in _rows(batch, eps, d0, d1, certified_score(natural, radius, batch.judge, eps), radius)]
+    if cell.kind == "minnorm":
+        radius = attack.radius(metric, batch)
+        return _rows(batch, cell.eps, radius=radius)
     if cell.kind == "distance":
         x_adv = attack.maximise(metric, batch.ref)
         with torch.no_grad():

@@ -1,8 +1,8 @@
-"""Worst case over an attack group, and the per-sample invariant of DESIGN.md.
+"""Worst case over an attack group, and the per-sample invariants of DESIGN.md.
 
-Per sample, always: certified ≤ worst-case robust ≤ natural. A violation means a
-broken certificate or a broken attack; it is reported naming the cells and
-samples, never averaged away.
+Per sample, always: certified ≤ worst-case robust ≤ natural, and certified radius ≤
+minimal adversarial radius (ℓ2). A violation means a broken certificate or a broken
+attack; it is reported naming the cells and samples, never averaged away.
 """
 
 from __future__ import annotations
@@ -10,27 +10,32 @@ from __future__ import annotations
 import polars as pl
 
 TOL = 1e-9
+#: slack for "certified radius ≤ minimal adversarial radius": the attack's flip is judged in float32
+RADIUS_RTOL, RADIUS_ATOL = 1e-5, 1e-6
 
 
 def worst_case_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """Per sample, the row with the lowest score over the attacks of one group.
+    """Per sample and ε, the row with the lowest score over the attacks of one group.
 
-    All frames share (metric, dataset, split, threat, norm, ε); the result has
-    ``kind = "worst"`` and ``attack`` = the group's attack labels joined by ``+``.
-    Ties keep the first attack in label order, so the result is deterministic;
-    ``seconds`` is the sum over the group's attacks (what the worst case cost).
+    All frames share (metric, dataset, split, threat, norm); each may hold several ε.
+    The result has ``kind = "worst"`` and ``attack`` = the attack labels present at
+    that ε joined by ``+``. Ties keep the first attack in label order, so the result is
+    deterministic; ``seconds`` is the sum over the group's attacks at that ε (what the
+    worst case cost).
     """
     rows = pl.concat(frames, how="vertical_relaxed")
-    label = "+".join(sorted(rows["attack"].unique().to_list()))
+    labels = (rows.group_by("eps").agg(pl.col("attack").unique().sort().str.join("+").alias("_label")))
     worst = (
-        rows.sort(["sample_id", "score", "attack"])
-        .group_by("sample_id", maintain_order=True)
+        rows.sort(["eps", "sample_id", "score", "attack"])
+        .group_by(["eps", "sample_id"], maintain_order=True)
         .first()
-        .with_columns(kind=pl.lit("worst"), attack=pl.lit(label))
+        .join(labels, on="eps", how="left")
+        .with_columns(kind=pl.lit("worst"), attack=pl.col("_label"))
+        .drop("_label")
     )
     if "seconds" in rows.columns:  # the worst case cost every attack of the group
-        spent = rows.group_by("sample_id").agg(pl.col("seconds").sum())
-        worst = worst.drop("seconds").join(spent, on="sample_id", how="left")
+        spent = rows.group_by(["eps", "sample_id"]).agg(pl.col("seconds").sum())
+        worst = worst.drop("seconds").join(spent, on=["eps", "sample_id"], how="left")
     return worst.select(rows.columns)
 
 
@@ -45,7 +50,8 @@ def _describe(frame: pl.DataFrame, what: str, limit: int = 5) -> str:
 
 
 def check_invariants(rows: pl.DataFrame) -> list[str]:
-    """Every per-sample violation of certified ≤ robust ≤ natural, one message per offending group."""
+    """Every per-sample violation of certified ≤ robust ≤ natural and of certified radius ≤ minimal
+    adversarial radius, one message per offending group."""
     keys = ["metric", "metric_id", "dataset", "split", "sample_id"]
     natural = rows.filter(pl.col("kind") == "natural").select(*keys, nat=pl.col("score"))
     robust = rows.filter(pl.col("kind").is_in(["attack", "worst"]))
@@ -66,4 +72,15 @@ def check_invariants(rows: pl.DataFrame) -> list[str]:
     for _, group in broken.group_by(["metric", "dataset", "split", "threat", "eps", "robust_attack"], maintain_order=True):
         problems.append(_describe(group, f"certified score above robust score of {group['robust_attack'][0]!r} "
                                          f"(cell {group['robust_cell'][0]}): a certificate or an attack is broken"))
+
+    if "radius" not in rows.columns:
+        return problems
+    radii = certified.group_by([*keys, "threat"]).agg(certified_radius=pl.col("radius").min())
+    minimal = rows.filter((pl.col("kind") == "minnorm") & (pl.col("norm") == "l2")).select(
+        *keys, "threat", "attack", "norm", "eps", "cell", found=pl.col("radius"))
+    loose = minimal.join(radii, on=[*keys, "threat"]).filter(
+        pl.col("certified_radius") > pl.col("found") * (1 + RADIUS_RTOL) + RADIUS_ATOL)
+    for _, group in loose.group_by(["metric", "dataset", "split", "threat", "attack"], maintain_order=True):
+        problems.append(_describe(group, f"certified radius above the minimal adversarial radius found by "
+                                         f"{group['attack'][0]!r}: a certificate is broken"))
     return problems

@@ -13,7 +13,9 @@ One row per sample per cell (per budget for kinds that evaluate several), DESIGN
   (null for ``distance`` rows);
 - ``score``: the per-sample 2AFC score (natural, robust, worst-case or certified; null for
   ``distance`` rows);
-- ``radius``: the certified radius (``certified`` rows; null otherwise);
+- ``radius``: the certified radius (``certified`` rows), or the smallest ε at which the
+  attack flipped the sample (``minnorm`` rows; ``inf`` when it found none up to its
+  ceiling ``eps``); null otherwise;
 - ``reached``: ``d(x, x + δ)`` reached by the distance attack, and ``bound``: the
   certified upper bound on it for ``‖δ‖₂ ≤ eps`` (``distance`` rows; ``bound`` is null
   when the metric has no certificate);
@@ -53,10 +55,10 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
 }
 
 #: every kind of row; ``worst`` rows are made by the grid from ``attack`` rows
-KINDS = ("natural", "attack", "worst", "certified", "distance")
+KINDS = ("natural", "attack", "worst", "certified", "distance", "minnorm")
 
 #: kinds a config evaluates cell by cell
-EVALUATION_KINDS = ("natural", "attack", "certified", "distance")
+EVALUATION_KINDS = ("natural", "attack", "certified", "distance", "minnorm")
 
 #: columns that identify a row: a null there is a bug in the evaluator, never "no value"
 REQUIRED = ("metric", "metric_id", "dataset", "split", "kind", "attack", "threat", "norm", "eps",

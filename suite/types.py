@@ -43,6 +43,12 @@ class Triplets:
     def with_images(self, ref: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor) -> "Triplets":
         return replace(self, ref=ref, x0=x0, x1=x1)
 
+    def subset(self, index: torch.Tensor) -> "Triplets":
+        """The triplets at ``index`` (a ``LongTensor`` of batch rows), in that order."""
+        rows = index.tolist()
+        return Triplets(self.ref[index], self.x0[index], self.x1[index], self.judge[index],
+                        [self.sample_id[i] for i in rows])
+
 
 @runtime_checkable
 class MetricContract(Protocol):

@@ -55,14 +55,14 @@ def test_grid_writes_rows_worst_case_and_leaderboard(ray_cluster, tmp_path, cach
     config = parse_config(small_config(tmp_path))
     summary = run(config, progress=False)
     assert summary.ok, (summary.failed, summary.violations)
-    # 2 metrics × (natural + 2 attack cells) + certified for l2 only (ssim has no certificate)
-    assert summary.total == 7 and summary.computed == 7
+    # 2 metrics × (natural + 1 attack ladder over both ε) + certified for l2 only (ssim has no certificate)
+    assert summary.total == 5 and summary.computed == 5
     rows = pl.read_parquet(config.results_dir / "leaderboard.parquet")
     kinds = set(rows["kind"])
     assert {"natural", "attack", "worst", "certified"} <= kinds
     assert (config.results_dir / "leaderboard.html").read_text().count("<table") >= 1
     again = run(config, progress=False)
-    assert again.computed == 0 and again.skipped == 7
+    assert again.computed == 0 and again.skipped == 5
 
 
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_path, cache_dir):
@@ -79,9 +79,11 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(ray_cluster, tmp_path, 
 def test_expand_covers_the_grid_and_keys_change_with_weights(tmp_path, cache_dir):
     config = parse_config(small_config(tmp_path))
     cells, notes = expand(config)
-    assert len(cells) == 7
+    assert len(cells) == 5
     assert any("ssim" in n and "certificate" in n for n in notes)
-    assert len({json.dumps(c.spec(), sort_keys=True) for c in cells}) == 7
+    assert len({json.dumps(c.spec(), sort_keys=True) for c in cells}) == 5
+    ladder, = [c for c in cells if c.kind == "attack" and c.metric == "l2"]
+    assert ladder.budgets == (0.5, 2.0)  # one cell runs every budget of its (attack, threat, norm)
 
 
 def _run_subprocess(config_path, env):
@@ -91,9 +93,9 @@ def _run_subprocess(config_path, env):
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_resumes_only_unfinished_cells(tmp_path, cache_dir, sig):
-    evaluations = [{"kind": "natural"},
-                   {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.25, 0.5, 1.0, 2.0, 4.0]},
-                    "options": {"steps": 40}}]
+    evaluations = [{"kind": "natural"}] + [
+        {"kind": "attack", "attack": "pgd", "label": f"pgd-{eps}", "eps": {"l2": [eps]}, "options": {"steps": 40}}
+        for eps in (0.25, 0.5, 1.0, 2.0, 4.0)]
     data = small_config(tmp_path, evaluations, metrics=[{"name": "ssim"}], max_in_flight=1)
     path = write_toml(tmp_path / "grid.toml", data)
     env = {**os.environ, "LIPSIM_SUITE_CACHE": str(cache_dir)}

@@ -104,3 +104,42 @@ def test_an_attack_that_leaves_its_threat_model_is_an_error():
     far = clean.with_images(clean.ref + 0.3, clean.x0, clean.x1)
     with pytest.raises(SuiteError, match="moved ref beyond.*on samples a, b"):
         check_attacked(clean, far, cell(kind="attack", attack="bad", threat="ref", norm="linf", budgets=(0.1,)))
+
+
+class CountingAttack:
+    """Wraps an attack and records which samples each budget attacked."""
+
+    name = "counting"
+
+    def __init__(self, inner):
+        self.inner, self.norm, self.eps, self.threat, self.calls = inner, inner.norm, inner.eps, inner.threat, []
+
+    def perturb(self, metric, batch):
+        self.calls.append((self.eps, list(batch.sample_id)))
+        self.inner.eps = self.eps
+        return self.inner.perturb(metric, batch)
+
+
+def test_an_attack_ladder_is_monotone_attacks_only_survivors_and_never_beats_one_budget_alone(cache_dir):
+    import attacks
+
+    budgets = (0.5, 2.0, 8.0)
+    ladder_cell = cell(kind="attack", attack="pgd", attack_name="pgd", threat="ref", norm="l2", budgets=budgets)
+    counting = CountingAttack(attacks.load("pgd", norm="l2", eps=budgets[0], steps=5))
+    counting.calls = []
+    rows = evaluate(ladder_cell, metrics.load("l2"), data(), counting)
+    assert len(rows) == 24 * 3
+    by = {(r["sample_id"], r["eps"]): r["score"] for r in rows}
+    ids = sorted({r["sample_id"] for r in rows})
+    assert all(by[(i, 0.5)] >= by[(i, 2.0)] >= by[(i, 8.0)] for i in ids)  # monotone by construction
+    attacked = {eps: set(sum((s for e, s in counting.calls if e == eps), [])) for eps in budgets}
+    worst = {r["sample_id"]: min(r["judge"], 1 - r["judge"]) for r in rows}
+    assert attacked[0.5] == set(ids)
+    for small, large in zip(budgets, budgets[1:]):  # exactly the samples not yet at their worst are attacked
+        assert attacked[large] == {i for i in ids if by[(i, small)] > worst[i]}
+    assert len(attacked[8.0]) < len(ids)  # some samples did flip on the way
+    for eps in budgets:  # each budget alone (same attack, same seed) scores no lower than the ladder
+        alone = evaluate(cell(kind="attack", attack="pgd", attack_name="pgd", threat="ref", norm="l2",
+                              budgets=(eps,)), metrics.load("l2"), data(),
+                         attacks.load("pgd", norm="l2", eps=eps, steps=5))
+        assert all(by[(r["sample_id"], eps)] <= r["score"] + 1e-12 for r in alone)

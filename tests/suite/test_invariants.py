@@ -49,3 +49,23 @@ def test_certified_above_robust_is_reported_with_cell_and_samples():
 def test_attack_above_natural_is_reported():
     frame = pl.concat([rows("natural", [0.0, 1.0]), rows("attack", [1.0, 1.0], "pgd", "ref", "linf", 0.1)])
     assert len(check_invariants(frame)) == 1
+
+
+def test_a_certified_radius_above_the_minimal_adversarial_radius_is_a_violation():
+    import polars as pl
+
+    from suite.schema import ROW_SCHEMA
+
+    def row(kind, sample, radius, eps=0.5, norm="l2"):
+        return {"metric": "m", "metric_id": "i", "dataset": "d", "split": "s", "kind": kind, "attack": "minnorm"
+                if kind == "minnorm" else "", "threat": "ref", "norm": norm, "eps": eps, "sample_id": sample,
+                "judge": 0.9, "d0": None, "d1": None, "score": None, "radius": radius, "reached": None,
+                "bound": None, "seconds": 0.0, "suite_version": "0", "cell": kind}
+
+    ok = [row("certified", "a", 0.3), row("certified", "b", 0.2), row("minnorm", "a", 0.3), row("minnorm", "b", 0.9),
+          row("minnorm", "c", float("inf"))]
+    assert check_invariants(pl.DataFrame(ok, schema=ROW_SCHEMA)) == []
+    bad = ok + [row("certified", "c", 0.4), row("certified", "d", 0.5), row("minnorm", "d", 0.25)]
+    problems = check_invariants(pl.DataFrame(bad, schema=ROW_SCHEMA))
+    assert len(problems) == 1 and "certified radius above the minimal adversarial radius" in problems[0]
+    assert "1 sample(s) (d)" in problems[0]
