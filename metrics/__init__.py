@@ -10,7 +10,9 @@ from suite.registry import METRICS
 
 # built-ins register themselves on import
 from metrics import classic  # noqa: E402,F401
+from metrics import dists  # noqa: E402,F401
 from metrics import lipsim  # noqa: E402,F401
+from metrics import lpips  # noqa: E402,F401
 
 
 def load(name: str, **options) -> Metric:
