@@ -1,11 +1,15 @@
-"""The leaderboard: polars aggregation of the store's per-sample rows, and a static HTML page.
+"""The leaderboard: polars aggregation of the store's per-sample rows, a static HTML page and its companions.
 
-``python -m leaderboard RESULTS_DIR`` writes ``leaderboard.parquet`` and ``leaderboard.html``
-into the results folder.
+``python -m leaderboard RESULTS_DIR [--out FILE]`` (or ``lipsim leaderboard``) writes
+``leaderboard.html`` and, next to it, ``.parquet``, ``.csv``, ``.json`` and ``.md``.
 """
 
-from leaderboard.aggregate import AGG_SCHEMA, GROUP, aggregate, fmt_eps, text_table
-from leaderboard.html import render
+from leaderboard.aggregate import AGG_SCHEMA, GROUP, aggregate, text_table
+from leaderboard.cells import describe_cells, read_store
+from leaderboard.formatting import fmt_eps, fmt_norm
+from leaderboard.html import Context, render
+from leaderboard.markdown import markdown
 from leaderboard.publish import build
 
-__all__ = ["AGG_SCHEMA", "GROUP", "aggregate", "build", "fmt_eps", "render", "text_table"]
+__all__ = ["AGG_SCHEMA", "GROUP", "Context", "aggregate", "build", "describe_cells", "fmt_eps", "fmt_norm",
+           "markdown", "read_store", "render", "text_table"]

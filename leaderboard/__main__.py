@@ -1,4 +1,4 @@
-"""``python -m leaderboard RESULTS_DIR``: build the leaderboard files and print a text table."""
+"""``python -m leaderboard RESULTS_DIR [--out FILE]``: build the leaderboard files and print a compact table."""
 
 from __future__ import annotations
 
@@ -8,21 +8,24 @@ import sys
 import polars as pl
 
 from leaderboard.aggregate import text_table
-from leaderboard.publish import build
+from leaderboard.publish import COMPANIONS, build
 from suite.errors import SuiteError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leaderboard", description=__doc__)
     parser.add_argument("results_dir", metavar="RESULTS_DIR", help="a results folder holding a result store (cells/)")
+    parser.add_argument("--out", metavar="FILE",
+                        help="the page to write (default RESULTS_DIR/leaderboard.html); its companions "
+                             f"({', '.join(COMPANIONS)}) take the same name")
     args = parser.parse_args(argv)
     try:
-        parquet_path, html_path = build(args.results_dir)
+        parquet_path, html_path = build(args.results_dir, args.out)
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {parquet_path}")
     print(f"wrote {html_path}")
+    print(f"wrote {', '.join(str(html_path.with_suffix(s)) for s in COMPANIONS)}")
     print(text_table(pl.read_parquet(parquet_path)))
     return 0
 

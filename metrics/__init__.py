@@ -10,7 +10,10 @@ from suite.registry import METRICS
 
 # built-ins register themselves on import
 from metrics import classic  # noqa: E402,F401
+from metrics import clip  # noqa: E402,F401
+from metrics import dino  # noqa: E402,F401
 from metrics import dists  # noqa: E402,F401
+from metrics import dreamsim  # noqa: E402,F401
 from metrics import lipsim  # noqa: E402,F401
 from metrics import lpips  # noqa: E402,F401
 

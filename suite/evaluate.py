@@ -88,7 +88,7 @@ def evaluate(cell: Cell, metric: MetricContract, dataset, attack=None, *, device
     torch.manual_seed(cell.seed)
     check_metric(metric)
     _check_attack(cell, attack)
-    if cell.kind == "certified" and not metric.certifiable:
+    if cell.kind == "certified" and cell.attack_name != SMOOTHING and not metric.certifiable:
         raise SuiteError(f"metric {metric.name!r} has no certificate; a certified cell needs one")
     metric = metric.to(dev)
     constant = {"metric": cell.metric, "metric_id": cell.metric_id, "dataset": cell.dataset, "split": cell.split,
@@ -115,13 +115,36 @@ def _value(t: torch.Tensor | None, i: int) -> float | None:
     return None if t is None else float(t[i])
 
 
-def _rows(batch: Triplets, eps: float, d0=None, d1=None, score=None, radius=None, reached=None, bound=None
-          ) -> list[dict]:
+def _rows(batch: Triplets, eps: float, d0=None, d1=None, score=None, radius=None, reached=None, bound=None,
+          passes=None) -> list[dict]:
     """One row per sample of ``batch`` with the per-sample columns (the constant ones come from the cell)."""
     return [{"sample_id": batch.sample_id[i], "judge": float(batch.judge[i]), "eps": float(eps),
              "d0": _value(d0, i), "d1": _value(d1, i), "score": _value(score, i), "radius": _value(radius, i),
-             "reached": _value(reached, i), "bound": _value(bound, i)}
+             "reached": _value(reached, i), "bound": _value(bound, i), "passes": _value(passes, i)}
             for i in range(len(batch))]
+
+
+#: the certification method of a certified cell whose ``attack_name`` says so (the default is Lipschitz)
+SMOOTHING = "smoothing"
+
+
+def _smoothed(cell: Cell, metric: MetricContract, batch: Triplets) -> list[dict]:
+    """Certified rows of the randomized-smoothing decision (Cohen et al. 2019; :mod:`suite.smoothed`).
+
+    The certificate is about the *smoothed* decision, not the metric's own: ``score`` is
+    the smoothed decision's certified score at each ε (its natural score at ε = 0),
+    ``radius`` its certified radius (0 when it abstains), ``passes`` the forward passes
+    spent; ``d0``, ``d1`` are the metric's clean distances, for reference.
+    """
+    from suite.smoothed import certify_smoothed
+
+    options = {k: v for k, v in cell.attack_options.items() if k in ("sigma", "n0", "n", "alpha", "chunk")}
+    result = certify_smoothed(metric, batch, threat=cell.threat, seed=cell.seed, **options)
+    d0, d1, _ = _scored(metric, batch)
+    judge = batch.judge.cpu()
+    forwards = result.forwards.to(torch.float64)
+    return [row for eps in sorted({0.0, *cell.budgets})
+            for row in _rows(batch, eps, d0, d1, result.certified_score(judge, eps), result.radius, passes=forwards)]
 
 
 def _scored(metric: MetricContract, triplets: Triplets) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -178,6 +201,8 @@ def _evaluate_batch(cell: Cell, metric: MetricContract, attack, batch: Triplets)
         return [row for eps in cell.budgets for row in _rows(batch, eps, d0, d1, score)]
     if cell.kind == "attack":
         return _ladder(cell, metric, attack, batch)
+    if cell.kind == "certified" and cell.attack_name == SMOOTHING:
+        return _smoothed(cell, metric, batch)
     if cell.kind == "certified":
         d0, d1, natural = _scored(metric, batch)
         with torch.no_grad():

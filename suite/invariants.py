@@ -12,6 +12,18 @@ import polars as pl
 TOL = 1e-9
 #: slack for "certified radius ≤ minimal adversarial radius": the attack's flip is judged in float32
 RADIUS_RTOL, RADIUS_ATOL = 1e-5, 1e-6
+#: slack for "distance reached ≤ certified bound" (``distance`` rows): both sides are float32
+#: computations, so only ``reached > bound + BOUND_RTOL·|bound| + BOUND_ATOL`` is an excess
+#: (:func:`exceeds_bound` is the one definition of a real excess: the leaderboard's "over the
+#: bound" and any check of distance rows use it)
+BOUND_RTOL, BOUND_ATOL = 1e-5, 1e-6
+
+
+def exceeds_bound(reached: str = "reached", bound: str = "bound") -> pl.Expr:
+    """Rows whose ``reached`` distance exceeds the certified ``bound`` by more than float round-off
+    (:data:`BOUND_RTOL`, :data:`BOUND_ATOL`); false where there is no bound."""
+    slack = pl.col(bound).abs() * BOUND_RTOL + BOUND_ATOL
+    return (pl.col(reached) > pl.col(bound) + slack).fill_null(False)
 
 
 def worst_case_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -50,12 +62,15 @@ def _describe(frame: pl.DataFrame, what: str, limit: int = 5) -> str:
 
 
 def check_invariants(rows: pl.DataFrame) -> list[str]:
-    """Every per-sample violation of certified ≤ robust ≤ natural and of certified radius ≤ minimal
-    adversarial radius, one message per offending group."""
+    """Every per-sample violation of certified ≤ robust ≤ natural, of reached distance ≤ certified bound
+    (beyond float round-off, :func:`exceeds_bound`) and of certified radius ≤ minimal adversarial radius,
+    one message per offending group."""
     keys = ["metric", "metric_id", "dataset", "split", "sample_id"]
     natural = rows.filter(pl.col("kind") == "natural").select(*keys, nat=pl.col("score"))
     robust = rows.filter(pl.col("kind").is_in(["attack", "worst"]))
-    certified = rows.filter(pl.col("kind") == "certified")
+    # randomized smoothing certifies the smoothed decision, not the metric's own: only the metric's own
+    # (Lipschitz) certificates, whose rows have no attack label, are held against its scores and attacks
+    certified = rows.filter((pl.col("kind") == "certified") & (pl.col("attack") == ""))
     problems = []
 
     over = robust.join(natural, on=keys).filter(pl.col("score") > pl.col("nat") + TOL)
@@ -73,6 +88,11 @@ def check_invariants(rows: pl.DataFrame) -> list[str]:
         problems.append(_describe(group, f"certified score above robust score of {group['robust_attack'][0]!r} "
                                          f"(cell {group['robust_cell'][0]}): a certificate or an attack is broken"))
 
+    if {"reached", "bound"} <= set(rows.columns):
+        over = rows.filter((pl.col("kind") == "distance") & exceeds_bound())
+        for _, group in over.group_by(["metric", "dataset", "split", "norm", "eps"], maintain_order=True):
+            problems.append(_describe(group, "distance attack reached beyond the certified bound: "
+                                             "a distance bound or the attack is broken"))
     if "radius" not in rows.columns:
         return problems
     radii = certified.group_by([*keys, "threat"]).agg(certified_radius=pl.col("radius").min())

@@ -20,6 +20,8 @@ One row per sample per cell (per budget for kinds that evaluate several), DESIGN
   certified upper bound on it for ``‖δ‖₂ ≤ eps`` (``distance`` rows; ``bound`` is null
   when the metric has no certificate);
 - ``seconds``: this sample's share of the wall time of its batch;
+- ``passes``: forward passes (images through the metric) the row's evaluation spent on the
+  sample, where counted (randomized smoothing); optional: a row without it reads as null;
 - ``suite_version``, ``cell`` (the key of the cell that wrote the row).
 """
 
@@ -50,6 +52,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "reached": pl.Float64,
     "bound": pl.Float64,
     "seconds": pl.Float64,
+    "passes": pl.Float64,
     "suite_version": pl.String,
     "cell": pl.String,
 }
@@ -59,6 +62,9 @@ KINDS = ("natural", "attack", "worst", "certified", "distance", "minnorm")
 
 #: kinds a config evaluates cell by cell
 EVALUATION_KINDS = ("natural", "attack", "certified", "distance", "minnorm")
+
+#: columns a row may leave out (they read as null)
+OPTIONAL = ("passes",)
 
 #: columns that identify a row: a null there is a bug in the evaluator, never "no value"
 REQUIRED = ("metric", "metric_id", "dataset", "split", "kind", "attack", "threat", "norm", "eps",
@@ -73,9 +79,10 @@ def empty_rows() -> pl.DataFrame:
 def validate_rows(rows: pl.DataFrame | Iterable[Mapping[str, Any]]) -> pl.DataFrame:
     """Rows as a frame with exactly :data:`ROW_SCHEMA` (column order and dtypes), or a :class:`SuiteError`."""
     if isinstance(rows, pl.DataFrame):
+        rows = rows.with_columns(pl.lit(None).alias(c) for c in OPTIONAL if c not in rows.columns)
         _check_columns(rows.columns, where="the frame")
     else:
-        rows = list(rows)
+        rows = [{**{c: None for c in OPTIONAL}, **row} for row in rows]
         for i, row in enumerate(rows):
             _check_columns(row.keys(), where=f"row {i}")
     columns = {}
@@ -114,4 +121,4 @@ def _check_columns(found: Iterable[str], where: str) -> None:
         raise SuiteError(f"result rows: {where} has column(s) {', '.join(map(repr, extra))} not in ROW_SCHEMA")
 
 
-__all__ = ["EVALUATION_KINDS", "KINDS", "REQUIRED", "ROW_SCHEMA", "empty_rows", "validate_rows"]
+__all__ = ["EVALUATION_KINDS", "KINDS", "OPTIONAL", "REQUIRED", "ROW_SCHEMA", "empty_rows", "validate_rows"]

@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
-from leaderboard import AGG_SCHEMA, aggregate, build, fmt_eps, render, text_table
+from leaderboard import AGG_SCHEMA, aggregate, build, fmt_eps, read_store, render, text_table
 from leaderboard.__main__ import main
+from leaderboard_data import EPS_INF, EPS_L2, fill_store as _fill_store, frame, one, rows_for
 from suite.errors import SuiteError
 from suite.atomic import TMP_PREFIX
 from suite.schema import ROW_SCHEMA
 from suite.store import ResultStore, cell_key
-
-EPS_INF = 8 / 255
-EPS_L2 = 36 / 255
-
-
-def rows_for(metric: str, kind: str, scores: list[float | None], *, attack: str = "", threat: str = "",
-             norm: str = "", eps: float = 0.0, d0=None, d1=None, radius=None, reached=None, bound=None,
-             cell: str = "c",
-             metric_id: str = "w0", dataset: str = "nights", split: str = "test") -> list[dict]:
-    n = len(scores)
-    d0 = d0 or [0.1] * n
-    d1 = d1 or [0.2] * n
-    radius = radius or [None] * n
-    reached = reached or [None] * n
-    bound = bound or [None] * n
-    return [
-        {"metric": metric, "metric_id": metric_id, "dataset": dataset, "split": split, "kind": kind,
-         "attack": attack, "threat": threat, "norm": norm, "eps": eps, "sample_id": f"s{i}", "judge": 0.5,
-         "d0": d0[i], "d1": d1[i], "score": scores[i], "radius": radius[i],
-         "reached": reached[i], "bound": bound[i], "seconds": 0.25,
-         "suite_version": "0.1.0", "cell": cell}
-        for i in range(n)
-    ]
-
-
-def frame(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=ROW_SCHEMA)
-
-
-def one(agg: pl.DataFrame, **where) -> dict:
-    hits = agg.filter(*(pl.col(k) == v for k, v in where.items()))
-    assert hits.height == 1, hits
-    return hits.row(0, named=True)
 
 
 # aggregation
@@ -89,7 +59,7 @@ def test_distance_rows_average_reached_distance_and_bound_and_count_violations()
     assert entry["score"] is None
     assert entry["distance_mean"] == pytest.approx(0.3)
     assert entry["bound_mean"] == pytest.approx(1.1 / 3)
-    assert entry["over_bound"] == 1
+    assert entry["over_bound"] == 1 and entry["over_bound_roundoff"] == 0
 
 
 def test_distance_rows_without_a_certificate_have_a_null_bound():
@@ -157,63 +127,57 @@ def test_text_table_aggregates_rows_and_prints_percent():
 # the page
 
 
-def _fill_store(root) -> ResultStore:
-    store = ResultStore(root)
-    settings = [
-        ("natural", "", "", "", 0.0, None),
-        ("attack", "pgd", "ref", "linf", EPS_INF, None),
-        ("worst", "", "ref", "linf", EPS_INF, None),
-        ("certified", "", "ref", "l2", EPS_L2, [0.2, 0.3]),
-    ]
-    scores = {"lipsim": [1.0, 0.5], "<b>evil & co</b>": [1.0, 1.0]}
-    robust = {"lipsim": [1.0, 0.5], "<b>evil & co</b>": [0.0, 0.0]}
-    for metric in scores:
-        for kind, attack, threat, norm, eps, radius in settings:
-            spec = {"metric": metric, "kind": kind, "attack": attack, "threat": threat, "norm": norm, "eps": eps}
-            key = cell_key(spec)
-            values = scores[metric] if kind == "natural" else robust[metric]
-            store.write(key, spec, rows_for(metric, kind, values, attack=attack, threat=threat, norm=norm, eps=eps,
-                                            radius=radius, cell=key))
-    bad = {"metric": "dreamsim", "kind": "attack"}
-    store.write_failure(cell_key(bad), bad, "RuntimeError: <CUDA> out of memory & more")
-    return store
+@pytest.fixture(scope="module")
+def filled_page(tmp_path_factory) -> str:
+    """The page of :func:`leaderboard_data.fill_store`, built once for the tests that only read it."""
+    root = tmp_path_factory.mktemp("filled")
+    _fill_store(root)
+    return build(root)[1].read_text(encoding="utf-8")
 
 
 def test_build_writes_parquet_and_html_atomically_from_the_store(tmp_path):
     store = _fill_store(tmp_path)
     parquet_path, html_path = build(tmp_path)
     assert parquet_path == tmp_path / "leaderboard.parquet" and html_path == tmp_path / "leaderboard.html"
-    assert pl.read_parquet(parquet_path).equals(aggregate(store.read_all()))
+    view = read_store(tmp_path)
+    assert view.rows.height == store.read_all().height
+    assert pl.read_parquet(parquet_path).equals(aggregate(view.rows, view.cells))
+    for suffix in (".csv", ".json", ".md"):
+        assert (tmp_path / f"leaderboard{suffix}").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_PREFIX)]
     page = html_path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
 
 
-def test_page_escapes_names_and_errors(tmp_path):
-    _fill_store(tmp_path)
-    page = build(tmp_path)[1].read_text(encoding="utf-8")
+def test_page_escapes_names_and_errors(filled_page):
+    page = filled_page
     assert "&lt;b&gt;evil &amp; co&lt;/b&gt;" in page
     assert "<b>evil" not in page
     assert "RuntimeError: &lt;CUDA&gt; out of memory &amp; more" in page
     assert "<CUDA>" not in page
 
 
-def test_page_is_self_contained(tmp_path):
-    _fill_store(tmp_path)
-    page = build(tmp_path)[1].read_text(encoding="utf-8")
-    assert "<script" not in page and "http://" not in page and "https://" not in page
-    assert "<style>" in page
+def test_page_is_self_contained(filled_page):
+    page = filled_page
+    # one inline script (column sorting) and nothing that loads from anywhere
+    assert page.count("<script") == 1 and "<script>" in page and " src=" not in page
+    assert "http://" not in page and "https://" not in page
+    assert "<style>" in page and "<svg" in page
 
 
-def test_page_shows_worst_case_as_headline_and_ranks_by_it(tmp_path):
-    _fill_store(tmp_path)
-    page = build(tmp_path)[1].read_text(encoding="utf-8")
-    assert '<th class="headline">worst case<span class="sub">ℓ∞ ε=8/255 (0.0314)</span>' in page
-    assert "certified ℓ2 ε=36/255 (0.1412)" in page
+def test_page_shows_worst_case_as_headline_and_ranks_by_it(filled_page):
+    page = filled_page
+    assert '<th class="headline" data-type="num">worst case<span class="sub">ℓ∞ ε=8/255 (0.0314)</span>' in page
+    assert 'certified<span class="sub">ℓ2 ε=36/255 (0.1412)</span>' in page
     # lipsim is more robust (75.00 worst case) than the evil metric (0.00), though less accurate
     assert page.index("<b>lipsim</b>") < page.index("<b>&lt;b&gt;evil")
-    assert '<td class="num headline" title="n=2 samples in 1 cell(s)">75.00</td>' in page
-    assert "Sorted by worst-case score at ℓ∞ ε=8/255 (0.0314), threat ref." in page
+    headline = page[page.index('id="headline-1"'):]
+    lipsim_row = headline[headline.index("<b>lipsim</b>"):]
+    lipsim_row = lipsim_row[:lipsim_row.index("</tr>")]
+    worst = re.search(r'<td class="num headline best" data-sort="[^"]*" title="([^"]*)"><span class="v">75.00</span>',
+                      lipsim_row)
+    assert worst and "n=2 samples in 1 cell(s)" in worst.group(1)
+    assert "Ranked by the worst-case score at ℓ∞ ε=8/255 (0.0314), threat ref." in page
     assert "median radius 0.250" in page
 
 
@@ -224,19 +188,27 @@ def test_page_columns_start_with_natural_and_mark_missing_entries(tmp_path):
     store.write(key, spec, rows_for("lpips", "natural", [0.5, 0.5], cell=key))
     page = build(tmp_path)[1].read_text(encoding="utf-8")
     header = page[page.index("<thead>"):page.index("</thead>")]
+    assert header.index("natural") < header.index("worst case") < header.index("certified")
+    details = page[page.index("threat ref · ℓ∞</h4>"):]
+    header = details[details.index("<thead>"):details.index("</thead>")]
     assert header.index("natural") < header.index("worst case") < header.index("pgd")
-    lpips_row = page[page.index("<b>lpips</b>"):]
-    lpips_row = lpips_row[:lpips_row.index("</tr>")]
-    assert lpips_row.count(">—</td>") == 3
+
+    def lpips_row(text):
+        row = text[text.index("<b>lpips</b>"):]
+        return row[:row.index("</tr>")]
+
+    assert lpips_row(page).count('class="na') == 2  # headline: worst case and certified
+    assert lpips_row(page).count(">—</td>") == 3  # and no rank: lpips has no worst-case score to rank by
+    assert lpips_row(details).count(">—</td>") == 2  # ℓ∞ details: worst case and pgd
 
 
-def test_page_lists_failed_cells_and_footer(tmp_path):
-    _fill_store(tmp_path)
-    page = build(tmp_path)[1].read_text(encoding="utf-8")
+def test_page_lists_failed_cells_and_footer(filled_page):
+    page = filled_page
     assert "Failed cells (1)" in page
     assert "&quot;metric&quot;: &quot;dreamsim&quot;" in page
     assert "lipsim-suite 0.1.0" in page and "python -m leaderboard RESULTS_DIR" in page
     assert "16 per-sample rows in 8 finished cell(s)" in page
+    assert "6 evaluated cell(s) done and 2 worst-case cell(s) derived from them; 1 failed; 0 not evaluated" in page
 
 
 def test_page_of_an_empty_store(tmp_path):
@@ -261,6 +233,25 @@ def test_main_prints_paths_and_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"wrote {tmp_path / 'leaderboard.html'}" in out
     assert "lipsim" in out and "75.00" in out and "8/255 (0.0314)" in out
+
+
+def test_main_and_lipsim_leaderboard_write_where_out_says(tmp_path, capsys):
+    from jobs.cli import main as lipsim
+
+    _fill_store(tmp_path / "results")
+    assert main([str(tmp_path / "results"), "--out", str(tmp_path / "a" / "board.html")]) == 0
+    assert lipsim(["leaderboard", str(tmp_path / "results"), "--out", str(tmp_path / "b.html")]) == 0
+    for page in (tmp_path / "a" / "board.html", tmp_path / "b.html"):
+        for suffix in (".html", ".parquet", ".csv", ".json", ".md"):
+            assert page.with_suffix(suffix).is_file()
+    assert not (tmp_path / "results" / "leaderboard.html").exists()
+    assert "75.00" in capsys.readouterr().out
+
+
+def test_out_must_name_an_html_file(tmp_path, capsys):
+    _fill_store(tmp_path)
+    assert main([str(tmp_path), "--out", str(tmp_path / "board.parquet")]) == 2
+    assert ".html" in capsys.readouterr().err
 
 
 def test_main_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):

@@ -143,3 +143,32 @@ def test_an_attack_ladder_is_monotone_attacks_only_survivors_and_never_beats_one
                               budgets=(eps,)), metrics.load("l2"), data(),
                          attacks.load("pgd", norm="l2", eps=eps, steps=5))
         assert all(by[(r["sample_id"], eps)] <= r["score"] + 1e-12 for r in alone)
+
+
+def test_a_smoothing_certified_cell_certifies_a_metric_without_certificate(cache_dir):
+    c = cell(kind="certified", attack="smoothing", attack_name="smoothing", threat="ref", norm="l2",
+             attack_options={"sigma": 0.25, "n0": 10, "n": 50, "alpha": 0.01}, budgets=(0.1, 1.0), limit=6)
+    rows = evaluate(c, metrics.load("ssim"), datasets.load("synthetic-2afc", split="test", limit=6, **OPTIONS))
+    assert sorted({r["eps"] for r in rows}) == [0.0, 0.1, 1.0] and len(rows) == 18
+    assert all(r["passes"] == 10 + 50 + 2 for r in rows)  # n0 + n noisy references and the two candidates
+    by = {(r["sample_id"], r["eps"]): r for r in rows}
+    for (sample, eps), r in by.items():  # certified scores fall with ε; a radius at or below ε scores the worst
+        assert r["score"] <= by[(sample, 0.0)]["score"] + 1e-12
+        if r["radius"] <= eps:
+            assert r["score"] == pytest.approx(min(r["judge"], 1 - r["judge"]))
+    assert validate_rows(rows).height == 18
+
+
+def test_smoothing_options_are_checked_in_the_config():
+    from suite.config import parse_config
+
+    base = {"metrics": [{"name": "l2"}], "datasets": [{"name": "synthetic-2afc"}]}
+    config = parse_config({**base, "evaluations": [{"kind": "certified", "eps": [0.5],
+                                                      "options": {"method": "smoothing", "sigma": 0.25}}]})
+    ev = config.evaluations[0]
+    assert ev.attack == "smoothing" and ev.options == {"sigma": 0.25, "n0": 100, "n": 100_000, "alpha": 0.001,
+                                                       "chunk": 256}
+    with pytest.raises(SuiteError, match="needs options.sigma"):
+        parse_config({**base, "evaluations": [{"kind": "certified", "eps": [0.5], "options": {"method": "smoothing"}}]})
+    with pytest.raises(SuiteError, match="options.method must be one of lipschitz, smoothing"):
+        parse_config({**base, "evaluations": [{"kind": "certified", "eps": [0.5], "options": {"method": "rs"}}]})

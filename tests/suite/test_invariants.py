@@ -69,3 +69,18 @@ def test_a_certified_radius_above_the_minimal_adversarial_radius_is_a_violation(
     problems = check_invariants(pl.DataFrame(bad, schema=ROW_SCHEMA))
     assert len(problems) == 1 and "certified radius above the minimal adversarial radius" in problems[0]
     assert "1 sample(s) (d)" in problems[0]
+
+
+def test_a_distance_beyond_its_bound_is_a_violation_but_round_off_is_not():
+    from suite.schema import ROW_SCHEMA
+
+    def row(sample, reached, bound):
+        return {"metric": "psnr", "metric_id": "i", "dataset": "d", "split": "s", "kind": "distance",
+                "attack": "distance", "threat": "ref", "norm": "l2", "eps": 0.5, "sample_id": sample, "judge": 0.9,
+                "d0": None, "d1": None, "score": None, "radius": None, "reached": reached, "bound": bound,
+                "seconds": 0.0, "suite_version": "0", "cell": "c"}
+
+    fine = [row("a", -53.0 + 1.5e-5, -53.0), row("b", 0.2, 0.5), row("c", 0.9, None)]  # round-off, below, no bound
+    assert check_invariants(pl.DataFrame(fine, schema=ROW_SCHEMA)) == []
+    problems = check_invariants(pl.DataFrame(fine + [row("d", 0.6, 0.5)], schema=ROW_SCHEMA))
+    assert len(problems) == 1 and "beyond the certified bound" in problems[0] and "(d)" in problems[0]

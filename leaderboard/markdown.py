@@ -1,0 +1,64 @@
+"""The headline tables as Markdown, ready for a paper or a README (``leaderboard.md``)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from leaderboard.formatting import fmt_num
+from leaderboard.headline import headline_tables
+from leaderboard.intervals import LEVEL
+
+
+def markdown(agg: pl.DataFrame, *, generated_at: str = "", generator: str = "") -> str:
+    """One Markdown table per (dataset, split): rank, metric, natural, worst case and certified (threat
+    ``ref``) with their 95% intervals, n; ``†`` marks a non-standard evaluation, explained below the table."""
+    out = ["# LipSim robustness suite: leaderboard", ""]
+    if generated_at or generator:
+        out += [f"Generated {generated_at} by lipsim-suite {generator} from the result store; never edited by hand.",
+                ""]
+    out += [f"2AFC scores in percent with their {int(LEVEL * 100)}% interval (bootstrap over samples). Worst case: "
+            "per-sample minimum over every attack at that budget; certified: counted only where the certified radius "
+            "exceeds ε. Threat model `ref` (only the reference image is perturbed).", ""]
+    tables = headline_tables(agg)
+    if not tables:
+        return "\n".join(out + ["No finished cells yet.", ""])
+    for table in tables:
+        out += [f"## {_md(table.title())}", ""]
+        if table.smoke:
+            out += ["**Smoke test, not a perceptual benchmark:** synthetic triplets; do not cite these figures.", ""]
+        header = ["rank", "metric", *(c.text_label() for c in table.columns), "n"]
+        out.append("| " + " | ".join(_md(h) for h in header) + " |")
+        out.append("| " + " | ".join("---:" if h not in ("metric",) else "---" for h in header) + " |")
+        notes: dict[str, int] = {}
+        for row in table.rows:
+            cells = [str(row.rank or "—"), _md(row.metric)]
+            for column in table.columns:
+                entry = row.entries.get(column)
+                if entry is None or entry["score"] is None:
+                    cells.append("—")
+                    continue
+                text = fmt_num(entry["score"], 2)
+                if entry["ci_low"] is not None:
+                    text += f" ({fmt_num(entry['ci_low'], 1)}–{fmt_num(entry['ci_high'], 1)})"
+                if entry["nonstandard"]:
+                    mark = notes.setdefault(entry["nonstandard"], len(notes) + 1)
+                    text += "†" * mark if mark <= 3 else f"†{mark}"
+                cells.append(text)
+            cells.append(str(row.n or "—"))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        out.append(_md(table.ranked_by()))
+        for why, mark in notes.items():
+            out.append("")
+            out.append(f"{'†' * mark if mark <= 3 else f'†{mark}'} includes non-standard attacks: {_md(why)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell (pipes and HTML are escaped)."""
+    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\n", " "))
+
+
+__all__ = ["markdown"]
