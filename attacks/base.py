@@ -73,6 +73,16 @@ class Budgeted:
                              f"from the images); attacks that need none: {GRADIENT_FREE}")
         return torch.autograd.grad(output, inputs)
 
+    @property
+    def last_gradient_evaluations(self) -> int | None:
+        """Per-sample forward + backward passes of the last ``perturb``/``maximise``/search call.
+
+        The sum over gradient steps of the number of samples stepped (a batch of 8 for 10
+        steps is 80); forward-only evaluations (the clean point, the final iterate) are
+        not counted. ``None`` for an attack that does not count them.
+        """
+        return getattr(self, "_gradient_evaluations", None)
+
     def options(self) -> dict:
         """The constructor options, for logs and cell keys."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "name"}

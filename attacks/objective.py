@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from suite.errors import SuiteError
-from suite.scoring import adversarial_margin, oriented, twoafc_score
+from suite.scoring import adversarial_margin, oriented, twoafc_score, worst_score
 from suite.types import THREATS, Triplets
 
 
@@ -83,16 +83,30 @@ class MostDamaging:
         self.score = twoafc_score(d0.detach(), d1.detach(), judge)
         self.margin = adversarial_margin(d0.detach().double(), d1.detach().double(), judge)
 
-    def update(self, images, d0: torch.Tensor, d1: torch.Tensor) -> None:
-        score = twoafc_score(d0.detach(), d1.detach(), self.judge)
-        margin = adversarial_margin(d0.detach().double(), d1.detach().double(), self.judge)
-        better = (score < self.score) | ((score == self.score) & (margin > self.margin))
+    def update(self, images, d0: torch.Tensor, d1: torch.Tensor, index: torch.Tensor | None = None) -> None:
+        """Offer the points ``images``; ``index`` (optional) names the batch rows they belong to."""
+        judge = self.judge if index is None else self.judge[index]
+        score = twoafc_score(d0.detach(), d1.detach(), judge)
+        margin = adversarial_margin(d0.detach().double(), d1.detach().double(), judge)
+        old_score, old_margin = (self.score, self.margin) if index is None else (self.score[index], self.margin[index])
+        better = (score < old_score) | ((score == old_score) & (margin > old_margin))
         if not bool(better.any()):
             return
+        rows = better.nonzero().flatten() if index is None else index[better]
         for best, new in zip(self.images, images):
-            best[better] = new.detach()[better].to(best.dtype)
-        self.score = torch.where(better, score, self.score)
-        self.margin = torch.where(better, margin, self.margin)
+            best[rows] = new.detach()[better].to(best.dtype)
+        self.score[rows] = score[better]
+        self.margin[rows] = margin[better]
+
+    def settled(self) -> torch.Tensor:
+        """``(B,)`` bool: the score is already the lowest any point can have, ``min(j, 1 − j)``.
+
+        For ``j ≠ ½`` that is a strict flip (``d0 ≠ d1``, decided for the option fewer
+        people chose; a tie scores ½, above the minimum); for ``j = ½`` every point scores
+        ½, so those samples are settled from the start (nothing to gain). No further
+        point can replace a settled sample's score, only its margin.
+        """
+        return self.score <= worst_score(self.judge)
 
 
 __all__ = ["THREATS", "TwoAFCObjective", "MostDamaging"]

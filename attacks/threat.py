@@ -2,10 +2,19 @@
 
 Pure functions on image batches ``(B, ...)``; every norm is taken per sample over all
 remaining dimensions. ``norm`` is ``"l2"`` or ``"linf"``. The feasible set of an image
-``c`` at budget ``ε`` is ``S(c) = {z : ‖z − c‖ ≤ ε} ∩ [0, 1]ⁿ``.
+``c`` at budget ``ε`` is ``S(c) = {z : ‖z − c‖ ≤ ε} ∩ [0, 1]ⁿ``; a budget is one float for
+the batch or a tensor ``(B,)`` of per-sample budgets.
+
+Per-sample random streams (:func:`sample_generators`): each sample draws from its own
+generator, seeded from the attack's seed and the sample's id, so a sample's random
+start does not depend on which other samples share its batch, on their order, or on
+which of them an attack has already dropped.
 """
 
 from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
 
 import torch
 
@@ -36,8 +45,33 @@ def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 
-def project(z: torch.Tensor, center: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+def _scale(eps: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
+    """A budget ready to multiply ``like``: a float as is, a ``(B,)`` tensor as ``(B, 1, …)`` of its dtype."""
+    if torch.is_tensor(eps):
+        return _per_sample(eps.to(device=like.device, dtype=like.dtype), like)
+    return eps
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    """The 64-bit seed of one sample's random stream: the first 8 bytes (little-endian) of
+    ``sha256(f"{seed}:{sample_id}")``. The seed is an integer, so the first ``:`` separates the two."""
+    digest = hashlib.sha256(f"{int(seed)}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def sample_generators(seed: int, sample_ids: Sequence[str]) -> list[torch.Generator]:
+    """One CPU generator per sample, seeded with :func:`sample_seed`.
+
+    CPU generators make the draws the same on every device (:func:`random_start` moves
+    them to the images' device).
+    """
+    return [torch.Generator().manual_seed(sample_seed(seed, sid)) for sid in sample_ids]
+
+
+def project(z: torch.Tensor, center: torch.Tensor, eps: float | torch.Tensor, norm: str) -> torch.Tensor:
     """Euclidean projection of ``z`` onto ``S(center)``, the ε-ball intersected with the ``[0, 1]`` box.
+
+    ``eps``: one budget, or a ``(B,)`` tensor of per-sample budgets.
 
     ``linf``: both sets are boxes, so the projection is the coordinate-wise clip
     ``clamp(clamp(z, c − ε, c + ε), 0, 1)``.
@@ -60,7 +94,8 @@ def project(z: torch.Tensor, center: torch.Tensor, eps: float, norm: str) -> tor
     step: feasible, but not the nearest point once the box binds.)
     """
     if check_norm(norm) == "linf":
-        return torch.minimum(torch.maximum(z, center - eps), center + eps).clamp(0.0, 1.0)
+        e = _scale(eps, z)
+        return torch.minimum(torch.maximum(z, center - e), center + e).clamp(0.0, 1.0)
     d = z - center
     a = d.abs()
     room = torch.where(d > 0, 1.0 - center, center)
@@ -69,7 +104,7 @@ def project(z: torch.Tensor, center: torch.Tensor, eps: float, norm: str) -> tor
     # (r², a²) per coordinate, summed in float64: float32 sums let the result overshoot ε by ~10⁻⁶
     weights = torch.stack([room.flatten(1), a.flatten(1)], dim=1).double().pow(2)
     a_total = weights[:, 1].sum(1)
-    eps_sq = float(eps) ** 2
+    eps_sq = eps.to(device=d.device, dtype=torch.float64) ** 2 if torch.is_tensor(eps) else float(eps) ** 2
     t = torch.zeros(d.shape[0], dtype=torch.float64, device=d.device)
     for _ in range(_MAX_ACTIVE_SET_STEPS):
         saturated = (tau <= t.to(tau.dtype).unsqueeze(1)).to(weights.dtype).unsqueeze(2)
@@ -83,24 +118,47 @@ def project(z: torch.Tensor, center: torch.Tensor, eps: float, norm: str) -> tor
     return (center + _per_sample(t.to(d.dtype), d) * d).clamp(0.0, 1.0)
 
 
-def random_start(center: torch.Tensor, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
+def random_start(center: torch.Tensor, eps: float | torch.Tensor, norm: str,
+                 generator: torch.Generator | Sequence[torch.Generator]) -> torch.Tensor:
     """A random point of ``S(center)``: uniform in the ε-ball, then projected onto the box.
 
     ``linf``: ``δ ~ U[−ε, ε]ⁿ``. ``l2``: ``δ = ε · u^{1/n} · g / ‖g‖₂`` with ``g ~ N(0, I)``
     and ``u ~ U[0, 1]`` (uniform in the ball: the radius has density ``∝ rⁿ⁻¹``).
     Clipping to the box only moves coordinates towards ``c``, so the result stays in
     the ball.
+
+    ``generator``: one generator for the whole batch, or a sequence of ``B`` generators
+    (:func:`sample_generators`), one per row: row ``i`` is then drawn from the ``i``-th
+    alone, on that generator's device, so it does not depend on the other rows.
+    ``eps``: one budget, or a ``(B,)`` tensor of per-sample budgets.
     """
-    shape, dev, dt = center.shape, center.device, center.dtype
-    if check_norm(norm) == "linf":
-        delta = (2 * torch.rand(shape, generator=generator, device=dev, dtype=dt) - 1) * eps
-    else:
-        g = torch.randn(shape, generator=generator, device=dev, dtype=dt)
-        n = g[0].numel()
-        u = torch.rand(shape[0], generator=generator, device=dev, dtype=dt)
-        radius = eps * u.pow(1.0 / n)
-        delta = g * _per_sample(radius / lp_norm(g, "l2").clamp_min(1e-12), g)
+    if isinstance(generator, torch.Generator):
+        delta = _ball_draw(center.shape, eps, norm, generator, center.dtype)
+        return (center + delta.to(center.device)).clamp(0.0, 1.0)
+    generators = list(generator)
+    if len(generators) != center.shape[0]:
+        raise SuiteError(f"random_start: expected one generator per sample ({center.shape[0]}); "
+                         f"got {len(generators)}")
+    budgets = eps.cpu() if torch.is_tensor(eps) else None
+    rows = [_ball_draw((1, *center.shape[1:]), eps if budgets is None else budgets[i:i + 1], norm, gen, center.dtype)
+            for i, gen in enumerate(generators)]
+    delta = torch.cat(rows).to(center.device) if rows else torch.zeros_like(center)
     return (center + delta).clamp(0.0, 1.0)
+
+
+def _ball_draw(shape, eps: float | torch.Tensor, norm: str, generator: torch.Generator,
+               dtype: torch.dtype) -> torch.Tensor:
+    """``δ`` uniform in the ε-ball of ``norm`` (see :func:`random_start`), drawn on the generator's device."""
+    dev = generator.device
+    if check_norm(norm) == "linf":
+        unit = 2 * torch.rand(shape, generator=generator, device=dev, dtype=dtype) - 1
+        return unit * _scale(eps, unit)
+    g = torch.randn(shape, generator=generator, device=dev, dtype=dtype)
+    n = g[0].numel()
+    u = torch.rand(shape[0], generator=generator, device=dev, dtype=dtype)
+    e = eps.to(device=dev, dtype=dtype) if torch.is_tensor(eps) else eps
+    radius = e * u.pow(1.0 / n)
+    return g * _per_sample(radius / lp_norm(g, "l2").clamp_min(1e-12), g)
 
 
 def steepest_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
@@ -121,4 +179,5 @@ def normalize_l1(grad: torch.Tensor) -> torch.Tensor:
     return grad / _per_sample(torch.where(n > 0, n, torch.ones_like(n)), grad)
 
 
-__all__ = ["NORMS", "check_norm", "lp_norm", "project", "random_start", "steepest_direction", "normalize_l1"]
+__all__ = ["NORMS", "check_norm", "lp_norm", "project", "random_start", "sample_generators", "sample_seed",
+           "steepest_direction", "normalize_l1"]

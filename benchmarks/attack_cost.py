@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import attacks  # noqa: E402
 import metrics  # noqa: E402
 from attacks.objective import MostDamaging  # noqa: E402
-from attacks.threat import project, random_start, steepest_direction  # noqa: E402
+from attacks.threat import project, random_start, sample_generators, steepest_direction  # noqa: E402
 from metrics.base import EmbeddingMetric  # noqa: E402
 from suite.registry import METRICS  # noqa: E402
 from suite.scoring import adversarial_margin  # noqa: E402
@@ -55,7 +55,7 @@ class ConvEmbedding(EmbeddingMetric):
 
 def plain_pgd(metric, batch: Triplets, *, eps: float, norm: str, steps: int, alpha: float, seed: int) -> Triplets:
     """PGD under threat ``ref`` that embeds ``ref``, ``x0`` and ``x1`` at every step."""
-    gen = torch.Generator(device=batch.ref.device).manual_seed(seed)
+    gens = sample_generators(seed, batch.sample_id)  # the per-sample streams the suite's PGD uses
 
     def distances(ref):
         e_ref, e0, e1 = metric.embed(torch.cat([ref, batch.x0, batch.x1])).chunk(3)
@@ -63,7 +63,7 @@ def plain_pgd(metric, batch: Triplets, *, eps: float, norm: str, steps: int, alp
 
     with torch.no_grad():
         best = MostDamaging((batch.ref,), *distances(batch.ref), batch.judge)
-    adv = random_start(batch.ref, eps, norm, gen)
+    adv = random_start(batch.ref, eps, norm, gens)
     for _ in range(steps):
         adv = adv.detach().requires_grad_()
         d0, d1 = distances(adv)
@@ -126,7 +126,8 @@ def main(argv=None) -> None:
     judge = torch.rand(args.batch, generator=g)
     batch = Triplets(ref, x0, x1, judge, [str(i) for i in range(args.batch)]).to(args.device)
 
-    attack = attacks.load("pgd", norm=args.norm, eps=args.eps, steps=args.steps)
+    # early stopping off: the plain loop steps every sample every time, so both do the same work
+    attack = attacks.load("pgd", norm=args.norm, eps=args.eps, steps=args.steps, early_stop=False)
 
     def ours():
         return attack.perturb(metric, batch)

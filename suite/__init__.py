@@ -1,3 +1,3 @@
 """Core of the LipSim robustness suite: types, registries, datasets, scoring, certification, store."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -13,9 +13,9 @@ One row per sample per cell (per budget for kinds that evaluate several), DESIGN
   (null for ``distance`` rows);
 - ``score``: the per-sample 2AFC score (natural, robust, worst-case or certified; null for
   ``distance`` rows);
-- ``radius``: the certified radius (``certified`` rows), or the smallest ε at which the
-  attack flipped the sample (``minnorm`` rows; ``inf`` when it found none up to its
-  ceiling ``eps``); null otherwise;
+- ``radius``: the certified radius (``certified`` rows), or the size of the smallest
+  perturbation that flipped the sample (``minnorm`` rows; ``inf`` when the attack found
+  none up to its ceiling ``eps``); null otherwise;
 - ``reached``: ``d(x, x + δ)`` reached by the distance attack, and ``bound``: the
   certified upper bound on it for ``‖δ‖₂ ≤ eps`` (``distance`` rows; ``bound`` is null
   when the metric has no certificate);

@@ -8,13 +8,13 @@ from suite.registry import ATTACKS, DISTANCE_ATTACKS
 
 
 def test_builtins_are_registered_and_load_sets_the_name():
-    assert {"pgd", "mia", "autoattack"} <= set(ATTACKS.names())
+    assert {"pgd", "mia", "autoattack", "minnorm"} <= set(ATTACKS.names())
     assert "distance" in DISTANCE_ATTACKS.names() and attacks.load_distance("distance").name == "distance"
     assert attacks.load("aa", n_iter=3).name == "autoattack"
     assert attacks.load("MI-FGSM").name == "mia"
 
 
-@pytest.mark.parametrize("name", ["pgd", "mia", "distance", "autoattack"])
+@pytest.mark.parametrize("name", ["pgd", "mia", "distance", "autoattack", "minnorm"])
 def test_common_options_are_validated(name):
     load = attacks.load_distance if name == "distance" else attacks.load
     with pytest.raises(SuiteError, match="eps must be a finite number ≥ 0"):

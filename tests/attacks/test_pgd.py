@@ -52,9 +52,11 @@ def test_pgd_is_deterministic_under_seed(conv_metric, triplets):
 
 def test_pgd_embeds_the_candidates_once_per_batch_under_ref(conv_metric, triplets):
     batch = triplets(4)
-    attacks.load("pgd", eps=0.5, steps=6, restarts=2).perturb(conv_metric, batch)
+    attack = attacks.load("pgd", eps=0.5, steps=6, restarts=2, early_stop=False)
+    attack.perturb(conv_metric, batch)
     # clean candidates once, clean reference, then one reference pass per step and per restart end
     assert conv_metric.calls == [4] * (2 + 1 + 2 * (6 + 1))
+    assert attack.last_gradient_evaluations == 4 * 2 * 6
 
 
 def test_pgd_lowers_the_l2_score_as_eps_grows(l2):

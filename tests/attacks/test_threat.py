@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from attacks.threat import lp_norm, normalize_l1, project, random_start, steepest_direction
+import hashlib
+
+from attacks.threat import (lp_norm, normalize_l1, project, random_start, sample_generators, sample_seed,
+                           steepest_direction)
 from suite.errors import SuiteError
 
 
@@ -103,3 +106,38 @@ def test_norm_helpers():
     assert torch.allclose(normalize_l1(d).flatten(1).abs().sum(1), torch.ones(3))
     with pytest.raises(SuiteError, match="norm must be one of"):
         lp_norm(d, "l1")
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_projection_with_per_sample_budgets_matches_one_budget_per_row(norm):
+    g = torch.Generator().manual_seed(6)
+    c = torch.rand(4, 3, 5, 5, generator=g, dtype=torch.float64)
+    z = c + torch.randn(c.shape, generator=g, dtype=torch.float64)
+    eps = torch.tensor([0.0, 0.05, 0.7, 3.0], dtype=torch.float64)
+    p = project(z, c, eps, norm)
+    for i in range(4):
+        assert torch.allclose(p[i:i + 1], project(z[i:i + 1], c[i:i + 1], float(eps[i]), norm), atol=1e-12)
+
+
+def test_sample_seed_is_the_documented_hash_of_seed_and_id():
+    expected = int.from_bytes(hashlib.sha256(b"7:nights/000012").digest()[:8], "little")
+    assert sample_seed(7, "nights/000012") == expected
+    seeds = {sample_seed(s, i) for s in (0, 1, 12) for i in ("1", "2", "21", "s0")}
+    assert len(seeds) == 12 and all(0 <= x < 2**64 for x in seeds)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_per_sample_random_starts_ignore_the_rest_of_the_batch(norm):
+    c = torch.rand(5, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    ids = [f"s{i}" for i in range(5)]
+    full = random_start(c, 0.3, norm, sample_generators(1, ids))
+    alone = random_start(c[3:4], 0.3, norm, sample_generators(1, ids[3:4]))
+    reversed_ = random_start(c.flip(0), 0.3, norm, sample_generators(1, ids[::-1]))
+    assert torch.equal(full[3:4], alone) and torch.equal(full.flip(0), reversed_)
+    other_seed = random_start(c, 0.3, norm, sample_generators(2, ids))
+    assert not torch.isclose(full, other_seed).flatten(1).all(1).any()
+    eps = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
+    varied = random_start(c, eps, norm, sample_generators(1, ids))
+    assert (lp_norm(varied - c, norm) <= eps + 1e-6).all() and varied.min() >= 0 and varied.max() <= 1
+    with pytest.raises(SuiteError, match="one generator per sample"):
+        random_start(c, 0.3, norm, sample_generators(1, ids[:2]))

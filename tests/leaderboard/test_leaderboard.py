@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import polars as pl
+
+import suite
 import pytest
 
 from leaderboard import AGG_SCHEMA, aggregate, build, fmt_eps, read_store, render, text_table
@@ -206,7 +208,7 @@ def test_page_lists_failed_cells_and_footer(filled_page):
     page = filled_page
     assert "Failed cells (1)" in page
     assert "&quot;metric&quot;: &quot;dreamsim&quot;" in page
-    assert "lipsim-suite 0.1.0" in page and "python -m leaderboard RESULTS_DIR" in page
+    assert f"lipsim-suite {suite.__version__}" in page and "python -m leaderboard RESULTS_DIR" in page
     assert "16 per-sample rows in 8 finished cell(s)" in page
     assert "6 evaluated cell(s) done and 2 worst-case cell(s) derived from them; 1 failed; 0 not evaluated" in page
 
