@@ -45,6 +45,7 @@ AGG_SCHEMA: dict[str, pl.DataType] = {
     "radius_mean": pl.Float64,
     "radius_median": pl.Float64,
     "flipped": pl.Int64,
+    "tightness": pl.Float64,
     "distance_mean": pl.Float64,
     "distance_max": pl.Float64,
     "bound_mean": pl.Float64,
@@ -81,7 +82,10 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
       without a score (distance, minimal radius);
     - ``radius_mean``, ``radius_median``: of the certified radius (``certified``);
       ``radius_median`` and ``flipped`` (samples flipped within the ceiling ε) of the
-      minimal adversarial radius (``minnorm``);
+      minimal adversarial radius (``minnorm``); ``tightness``: for ``minnorm`` entries of a
+      certifiable metric, the median over samples of certified radius / minimal adversarial
+      radius (same sample and threat; samples with a finite minimal radius): how much of the
+      real robustness the metric's own certificate proves;
     - ``distance_mean``, ``distance_max``: distance ``reached`` by the distance attack,
       ``bound_mean``: mean certified upper ``bound`` (``distance`` rows only);
     - ``over_bound``: distance rows whose reached distance exceeds their bound by more
@@ -102,7 +106,7 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
     missing = [c for c in _NEEDED if c not in rows.columns]
     if missing:
         raise SuiteError(f"leaderboard: rows lack column(s) {', '.join(missing)}; expected store rows (ROW_SCHEMA)")
-    rows = _with_cells(rows.select(_NEEDED), cells)
+    rows = _with_tightness(_with_cells(rows.select(_NEEDED), cells))
     cost = rows.group_by(GROUP).agg(
         pl.col("seconds").sum().alias("seconds"),
         pl.col("cell").n_unique().alias("cells"),
@@ -126,6 +130,7 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
         pl.when(certified).then(pl.col("radius")).mean().alias("radius_mean"),
         pl.when(certified | minnorm).then(pl.col("radius")).median().alias("radius_median"),
         (minnorm & pl.col("radius").is_finite().fill_null(False)).sum().alias("flipped"),
+        pl.when(minnorm).then(pl.col("_ratio")).median().alias("tightness"),
         pl.when(distance).then(pl.col("reached")).mean().alias("distance_mean"),
         pl.when(distance).then(pl.col("reached")).max().alias("distance_max"),
         pl.when(distance).then(pl.col("bound")).mean().alias("bound_mean"),
@@ -142,6 +147,22 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
                            flipped=pl.when(pl.col("kind") == "minnorm").then(pl.col("flipped")))
     out = out.select(pl.col(name).cast(dtype) for name, dtype in AGG_SCHEMA.items())
     return sort_entries(out)
+
+
+def _with_tightness(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows with ``_ratio`` = certified radius / minimal adversarial radius on ``minnorm`` rows (ℓ2).
+
+    The certified radius is the metric's own (Lipschitz) certificate of the same sample under
+    the same threat: ``certified`` rows without an attack label (randomized smoothing's rows
+    carry one and certify another function, the smoothed decision).
+    """
+    keys = ["metric", "metric_id", "dataset", "split", "sample_id", "threat"]
+    own = rows.filter((pl.col("kind") == "certified") & (pl.col("attack") == "")).group_by(keys).agg(
+        pl.col("radius").min().alias("_certified"))
+    ratio = (pl.when((pl.col("kind") == "minnorm") & (pl.col("norm") == "l2") & pl.col("radius").is_finite()
+                     & (pl.col("radius") > 0))
+             .then(pl.col("_certified") / pl.col("radius")))
+    return rows.join(own, on=keys, how="left").with_columns(_ratio=ratio).drop("_certified")
 
 
 def _with_cells(rows: pl.DataFrame, cells: pl.DataFrame | None) -> pl.DataFrame:

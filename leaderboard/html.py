@@ -523,13 +523,16 @@ def _minnorm_table(i: int, table: Table, ctx: Context) -> str:
             present = True
             median = e["radius_median"]
             sort = "" if median is None else ("1e308" if median == float("inf") else f"{median:.9g}")
+            tight = ("" if e["tightness"] is None else
+                     f'<span class="sub">certified / empirical radius: median {fmt_num(e["tightness"], 3)}</span>')
             tds.append(f'<td class="num" data-sort="{sort}">{fmt_num(median, 4)}<span class="sub">flipped '
-                       f'{e["flipped"]}/{e["n"]} within ε ≤ {escape(fmt_eps(e["eps"]))}</span></td>')
+                       f'{e["flipped"]}/{e["n"]} within ε ≤ {escape(fmt_eps(e["eps"]))}</span>{tight}</td>')
         if present:
             body.append("<tr>" + "".join(tds) + "</tr>")
     return ("<h4>Minimal adversarial radius</h4>\n<p class=\"meta\">Median over samples of the smallest ε at which "
             "the attack flipped the decision (∞ when it found none up to its ceiling); a certified radius must "
-            "never exceed it.</p>\n"
+            "never exceed it, and the median ratio of the two says how much of the real robustness the "
+            "certificate proves.</p>\n"
             f'<div class="scroll"><table class="board" id="minnorm-{i}">\n<thead><tr>{"".join(head)}</tr></thead>\n'
             "<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>")
 

@@ -260,3 +260,16 @@ def test_main_on_a_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
+
+
+def test_tightness_is_the_median_ratio_of_certified_to_minimal_adversarial_radius():
+    rows = (rows_for("lipsim", "certified", [1.0, 1.0, 1.0, 1.0], threat="ref", norm="l2", eps=0.5,
+                     radius=[0.1, 0.4, 0.3, 0.2])
+            + rows_for("lipsim", "certified", [1.0, 1.0, 1.0, 1.0], attack="smoothing", threat="ref", norm="l2",
+                       eps=0.5, radius=[9.0, 9.0, 9.0, 9.0])  # another function's certificate: ignored
+            + rows_for("lipsim", "minnorm", [None] * 4, attack="minnorm", threat="ref", norm="l2", eps=10.0,
+                       radius=[0.2, 0.5, 0.6, float("inf")]))
+    entry = one(aggregate(frame(rows)), kind="minnorm")
+    assert entry["tightness"] == pytest.approx(0.5)  # ratios 0.5, 0.8, 0.5 (∞ left out): median 0.5
+    assert entry["flipped"] == 3
+    assert one(aggregate(frame(rows)), kind="certified", attack="")["tightness"] is None
