@@ -1,15 +1,21 @@
-"""The benchmark grid: expand a TOML config into cells and run each cell as a Ray task.
+"""The benchmark grid: expand a TOML config into cells and run them on Ray, shard by shard.
 
 ``lipsim run CONFIG`` and ``python -m jobs.benchmark --config CONFIG`` do the same.
 Without ``--address`` (or ``RAY_ADDRESS``) a local Ray cluster is started on the
-fly; with one, the driver joins that cluster (``ray job submit`` sets it). Cells
-whose results are already in the store are skipped, so an interrupted run resumes
-where it stopped; a cell that raises is recorded as failed and the grid goes on.
+fly (listening on 127.0.0.1 only); with one, the driver joins that cluster (``ray job
+submit`` sets it). The steps: :func:`validate` (bad input fails before anything is
+written) → :func:`expand` (the cells) → :func:`run_cells` (each cell split into sample
+shards, evaluated by actors that keep their metric loaded: ``jobs/workers.py``) →
+:func:`finish` (worst case, invariants, leaderboard). The driver alone writes the
+results folder, and holds its lock while it does. Finished cells and finished shards
+are kept, so an interrupted run resumes where it stopped; a cell that raises is
+recorded as failed and the grid goes on; a shard whose worker died runs again.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import defaultdict
@@ -17,12 +23,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jobs.cluster import connect
-from jobs.tasks import build_attack, build_dataset, build_metric, run_cell
+from jobs.shards import Shard, merge, spans
+from jobs.tasks import build_attack, build_dataset, build_metric
 from suite.cell import Cell
 from suite.config import RunConfig, load_config
 from suite.errors import MissingWeightsError, SuiteError
 from suite.invariants import check_invariants, worst_case_rows
-from suite.store import ResultStore, cell_key
+from suite.store import ResultStore, RunLock, cell_key
 
 
 @dataclass
@@ -32,6 +39,8 @@ class Summary:
     skipped: int = 0
     computed: int = 0
     failed: list[str] = field(default_factory=list)
+    #: done cells whose parquet did not verify (reported once, then recomputed)
+    damaged: list[str] = field(default_factory=list)
     #: metrics left out because their weights are not on this machine, with the reason (not a failure)
     not_evaluated: list[str] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -39,6 +48,10 @@ class Summary:
     #: the aggregated table behind the page
     table: Path | None = None
     seconds: float = 0.0
+    #: what each worker said when its metric was loaded (pid, node, load seconds, threads)
+    workers: list[dict] = field(default_factory=list)
+    #: shards run again because their worker was lost (process or node died, OOM kill)
+    retried: int = 0
 
     @property
     def ok(self) -> bool:
@@ -58,6 +71,13 @@ def _metric_info(spec, cache: dict) -> tuple:
                           bool(getattr(metric, "random_weights", False)))
         except MissingWeightsError as err:
             cache[key] = err
+        except SuiteError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a corrupt weights file or config raises whatever its reader raises
+            where = f" from {spec.options['weights']}" if spec.options.get("weights") else ""
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise SuiteError(f"metric {spec.label!r} cannot be loaded{where} ({type(err).__name__}: {first}); "
+                             "check its weights and options") from err
     if isinstance(cache[key], MissingWeightsError):
         raise cache[key]
     return cache[key]
@@ -69,13 +89,19 @@ def not_evaluated_key(spec) -> str:
                      "metric_options": spec.options})
 
 
-def _dataset_fingerprint(ds, split: str, cache: dict) -> str:
+def _dataset_info(name: str, options: dict, split: str, limit: int | None, cache: dict) -> tuple[str, int]:
+    """``(fingerprint, number of samples)`` of a dataset split, from the process's one build of it."""
     import json
 
-    key = (ds.name, json.dumps(ds.options, sort_keys=True, default=str), split, ds.limit)
+    key = ("dataset", name, json.dumps(options, sort_keys=True, default=str), split, limit)
     if key not in cache:
-        cache[key] = build_dataset(ds.name, ds.options, split, ds.limit).fingerprint()
+        dataset = build_dataset(name, options, split, limit)
+        cache[key] = (dataset.fingerprint(), len(dataset))
     return cache[key]
+
+
+def _dataset_fingerprint(ds, split: str, cache: dict) -> str:
+    return _dataset_info(ds.name, ds.options, split, ds.limit, cache)[0]
 
 
 def validate(config: RunConfig, cache: dict | None = None) -> dict:
@@ -94,7 +120,7 @@ def validate(config: RunConfig, cache: dict | None = None) -> dict:
             except MissingWeightsError as err:
                 missing[spec.label] = err
     for ev in config.evaluations:
-        if ev.attack:
+        if ev.kind in ("attack", "distance", "minnorm"):
             for threat in ev.threats:
                 for norm, budgets in ev.eps.items():
                     build_attack(ev.kind, ev.attack, ev.options, norm=norm, eps=budgets[0], threat=threat,
@@ -143,6 +169,11 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
             for ev in config.evaluations:
                 if ev.kind == "natural":
                     cells.append(Cell(kind="natural", budgets=(0.0,), **base))
+                elif ev.kind == "certified" and ev.attack == "smoothing":  # certifies any metric
+                    for threat in ev.threats:
+                        cells.append(Cell(kind="certified", attack=ev.label, attack_name="smoothing",
+                                          attack_options=ev.options, threat=threat, norm="l2",
+                                          budgets=ev.eps["l2"], **base))
                 elif ev.kind == "certified":
                     for threat in ev.threats:
                         if not certifiable or threat not in threats:
@@ -184,46 +215,115 @@ def _one_line(err: BaseException) -> str:
     return text.splitlines()[0] if isinstance(cause, SuiteError) else text
 
 
-def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Summary, progress: bool) -> None:
-    """Submit unfinished cells as Ray tasks (at most ``max_in_flight`` at once), store each result on arrival."""
-    import ray
+def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Summary, progress: bool,
+              cache: dict | None = None) -> None:
+    """Compute every unfinished cell: shards of at most ``[run] shard_size`` samples run on
+    ``max_in_flight`` actors (:class:`jobs.workers.WorkerPool`); each finished shard of a
+    sharded cell is kept in the store until the cell is complete, then the merged rows are
+    written once. Damaged done cells are reported (once) and recomputed."""
     from tqdm import tqdm
 
-    remote = ray.remote(num_cpus=config.cpus_per_cell, num_gpus=config.gpus_per_cell, max_retries=0)(run_cell)
-    todo = [c for c in cells if not store.is_done(c.key)]
+    from jobs.workers import WorkerPool
+
+    cache = {} if cache is None else cache
+    todo = [cell for cell in cells if not _is_done(cell.key, cell.describe(), store, summary)]
     summary.skipped = len(cells) - len(todo)
     bar = tqdm(total=len(cells), initial=summary.skipped, desc=f"{config.name} cells", unit="cell",
                disable=not progress, file=sys.stderr)
-    pending: dict = {}
-    queue = list(todo)
+    pool = WorkerPool(slots=config.max_in_flight, cpus=config.cpus_per_cell, gpus=config.gpus_per_cell,
+                      device=config.device, max_retries=config.max_retries)
+    plans: dict[str, _Plan] = {}
+    shards = finished = 0
     try:
-        while queue or pending:
-            while queue and len(pending) < config.max_in_flight:
-                cell = queue.pop(0)
-                pending[remote.remote(cell, device=config.device)] = cell
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                cell = pending.pop(ref)
-                key = cell.key
-                try:
-                    store.write(key, cell.spec(), ray.get(ref))
-                    summary.computed += 1
-                except Exception as err:  # noqa: BLE001 - a failed cell is recorded, the grid goes on
-                    cause = getattr(err, "cause", None) or err
-                    if isinstance(cause, MissingWeightsError):  # this worker lacks the weights: not a failure
-                        store.write_not_evaluated(key, cell.spec(), str(cause))
-                        summary.not_evaluated.append(f"{cell.describe()}: {cause}")
-                        bar.update(1)
-                        continue
-                    message = _one_line(err)
-                    store.write_failure(key, cell.spec(), message)
-                    summary.failed.append(f"{cell.describe()}: {message}")
-                    bar.write(f"cell failed: {cell.describe()}: {message}")
-                bar.update(1)
+        for cell in todo:
+            size = _dataset_info(cell.dataset, cell.dataset_options, cell.split, cell.limit, cache)[1]
+            plan = _Plan(cell, spans(size, config.shard_size, cell.batch_size))
+            if len(plan.spans) > 1:  # finished shards of an interrupted run are kept
+                plan.parts = {span: rows for span, rows in store.read_shards(cell.key).items() if span in plan.spans}
+            plans[cell.key] = plan
+            for start, stop in plan.missing():
+                pool.submit(Shard(cell, start, stop))
+                shards += 1
+            if not plan.missing():
+                _record(plan, store, summary, bar)
+        while pool.busy:
+            for outcome in pool.wait(timeout=1.0):
+                plan = plans[outcome.shard.cell.key]
+                if outcome.error is None:
+                    finished += 1
+                    bar.set_postfix_str(f"shards {finished}/{shards}", refresh=False)
+                    plan.parts[outcome.shard.span] = outcome.rows
+                    if len(plan.spans) > 1:
+                        store.write_shard(plan.cell.key, *outcome.shard.span, outcome.rows)
+                    if not plan.missing():
+                        _record(plan, store, summary, bar)
+                else:
+                    pool.drop(plan.cell.key)
+                    _record_error(plan, outcome, store, summary, bar)
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        pool.close()
         bar.close()
+    summary.workers, summary.retried = pool.loads, pool.retried
+
+
+@dataclass
+class _Plan:
+    """A cell being computed: its shard spans and the rows of those finished so far."""
+
+    cell: Cell
+    spans: list[tuple[int, int]]
+    parts: dict = field(default_factory=dict)
+
+    def missing(self) -> list[tuple[int, int]]:
+        return [span for span in self.spans if span not in self.parts]
+
+
+def _is_done(key: str, what: str, store: ResultStore, summary: Summary) -> bool:
+    """Whether cell ``key`` is done; a damaged one is reported here, once per run, and recomputed."""
+    state, problem = store.check(key)
+    if problem is not None:
+        line = f"{what} [{key}]: {problem}; computing it again"
+        summary.damaged.append(line)
+        print(f"warning: damaged cell {line}", file=sys.stderr)
+    if state == "done":
+        store.drop_shards(key)  # left over when a run stopped between writing the cell and cleaning up
+        return True
+    return False
+
+
+def _record(plan: _Plan, store: ResultStore, summary: Summary, bar) -> None:
+    cell = plan.cell
+    try:
+        store.write(cell.key, cell.spec(), merge(plan.parts, plan.spans))
+        summary.computed += 1
+    except Exception as err:  # noqa: BLE001 - rows the store refuses fail the cell, the grid goes on
+        message = _one_line(err)
+        store.write_failure(cell.key, cell.spec(), message)
+        summary.failed.append(f"{cell.describe()}: {message}")
+        bar.write(f"cell failed: {cell.describe()}: {message}")
+    store.drop_shards(cell.key)
+    plan.parts.clear()  # the rows are on disk now; the driver keeps only cells in progress in memory
+    bar.update(1)
+
+
+def _record_error(plan: _Plan, outcome, store: ResultStore, summary: Summary, bar) -> None:
+    cell = plan.cell
+    if isinstance(outcome.error, MissingWeightsError):  # this worker lacks the weights: not a failure
+        store.write_not_evaluated(cell.key, cell.spec(), str(outcome.error))
+        summary.not_evaluated.append(f"{cell.describe()}: {outcome.error}")
+    else:
+        if outcome.system:
+            first = (str(outcome.error).strip().splitlines() or [""])[0]
+            times = f"{outcome.attempts} time{'s' if outcome.attempts > 1 else ''}"
+            message = (f"worker lost {times} on samples {outcome.shard.start}–{outcome.shard.stop} "
+                       f"({type(outcome.error).__name__}: {first})")
+        else:
+            message = _one_line(outcome.error)
+        store.write_failure(cell.key, cell.spec(), message)
+        summary.failed.append(f"{cell.describe()}: {message}")
+        bar.write(f"cell failed: {cell.describe()}: {message}")
+    plan.parts.clear()
+    bar.update(1)
 
 
 def finish(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Summary) -> None:
@@ -245,7 +345,8 @@ def finish(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Su
             spec = {"kind": "worst", "rule": "per-sample minimum per eps", "members": sorted(member_keys)}
             key = cell_key(spec)
             keys.add(key)
-            if not store.is_done(key):
+            if not _is_done(key, f"worst case of {members[0].metric} {members[0].threat} {members[0].norm}", store,
+                            summary):
                 rows = worst_case_rows([store.read(k) for k in member_keys])
                 store.write(key, spec, rows.with_columns(cell=pl.lit(key)))
     if config.check_invariant:
@@ -266,25 +367,63 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
         from jobs.train.spec import parse_train_tables
 
         specs = parse_train_tables(config.train, config.results_dir)
-    config.results_dir.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(config.results_dir)
-    record_not_evaluated(config, missing, store, summary)
-    started = connect(address)
-    try:
-        trained = _train(specs, progress)
-        cells, notes = expand(config, trained, cache)
-        for note in notes:
-            print(f"note: {note}", file=sys.stderr)
-        summary.total = len(cells)
-        run_cells(cells, store, config, summary, progress)
-        finish(cells, store, config, summary)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    with open_results(config.results_dir):
+        store = ResultStore(config.results_dir)
+        record_not_evaluated(config, missing, store, summary)
+        started = connect(address)
+        try:
+            trained = _train(specs, progress)
+            cells, notes = expand(config, trained, cache)
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+            summary.total = len(cells)
+            run_cells(cells, store, config, summary, progress, cache)
+            finish(cells, store, config, summary)
+        finally:
+            if started:
+                _shutdown()
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def open_results(path: Path) -> RunLock:
+    """Check that this run can write the results folder ``path``, create it, and take its lock.
+
+    A path that is a file, a folder this user cannot write, or a folder another run holds is
+    a one-line :class:`SuiteError`, and nothing is written."""
+    if path.exists() and not path.is_dir():
+        raise SuiteError(f"results path {str(path)!r} is a file, not a folder: give a folder ([run] results or --results)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SuiteError(f"results path {str(path)!r} cannot be created: {str(existing)!r} is a file, not a folder")
+    for folder in (existing, path / "cells"):
+        if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+            raise SuiteError(f"results folder {str(folder)!r} is read-only for this user: give a writable folder "
+                             "([run] results or --results)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SuiteError(f"cannot create the results folder {str(path)!r} ({err.strerror or err}): give a writable "
+                         "folder ([run] results or --results)") from None
+    return ResultStore.lock_of(path).acquire()
+
+
+def _shutdown() -> None:
+    """``ray.shutdown()``, not to be cut short by a second Ctrl-C (the first one brought us here)."""
+    import signal
+    import threading
+
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        ray.shutdown()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def record_not_evaluated(config: RunConfig, missing: dict, store: ResultStore, summary: Summary) -> None:
@@ -311,6 +450,9 @@ def report(summary: Summary) -> int:
         print(text_table(pl.read_parquet(summary.table)))
     print(f"{summary.total} cells: {summary.computed} computed, {summary.skipped} already done, "
           f"{len(summary.failed)} failed ({summary.seconds:.1f} s)")
+    if summary.retried or summary.damaged:
+        print(f"{summary.retried} shards run again after their worker was lost, "
+              f"{len(summary.damaged)} damaged cells computed again")
     if summary.leaderboard:
         print(f"leaderboard: {summary.leaderboard}")
     for line in summary.not_evaluated:
@@ -337,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(args)
 
 
+INTERRUPTED = "interrupted: finished cells and shards are kept; rerun the same command to resume"
+
+
 def run_main(args) -> int:
     try:
         config = load_config(args.config, data_root=args.data_root, results_dir=args.results)
@@ -344,6 +489,9 @@ def run_main(args) -> int:
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     return report(summary)
 
 

@@ -75,9 +75,10 @@ def _leaderboard(args) -> int:
         print(f"error: {str(root)!r} holds no results (expected a folder with cells/ written by `lipsim run`)",
               file=sys.stderr)
         return 2
-    parquet, html = build(root)
+    parquet, html = build(root, args.out)
     print(text_table(pl.read_parquet(parquet)))
-    print(f"leaderboard: {html}\ntable: {parquet}")
+    print(f"leaderboard: {html}\ntable: {parquet} (also {html.with_suffix('.csv').name}, "
+          f"{html.with_suffix('.json').name}, {html.with_suffix('.md').name})")
     return 0
 
 
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="rebuild the leaderboard of a results folder")
     p.add_argument("results", help="results folder, e.g. results/demo")
+    p.add_argument("--out", metavar="FILE", help="the page to write (default RESULTS/leaderboard.html); its "
+                                                 ".parquet, .csv, .json and .md companions take the same name")
     p.set_defaults(func=_leaderboard)
 
     add_weights_parser(sub)

@@ -70,6 +70,10 @@ class RunConfig:
     device: str = "auto"
     worst_case: bool = True
     check_invariant: bool = True
+    #: samples per shard: a larger cell runs as shards (rounded down to a multiple of batch_size)
+    shard_size: int = 256
+    #: how often a shard whose worker died (process or node lost, OOM kill) is run again
+    max_retries: int = 2
     source: str = ""
 
 
@@ -125,6 +129,27 @@ def _eps_table(value: Any, where: str, kind: str) -> dict[str, tuple[float, ...]
     return out
 
 
+#: how a certified evaluation certifies: the metric's own Lipschitz certificate, or randomized smoothing
+CERTIFICATION_METHODS = ("lipschitz", "smoothing")
+
+
+def _smoothing_options(options: dict, where: str) -> None:
+    """The options of randomized smoothing (Cohen et al. 2019), checked and completed with the paper's defaults:
+    ``sigma`` (required), ``n0 = 100``, ``n = 100000``, ``alpha = 0.001``, ``chunk = 256``."""
+    allowed = {"sigma", "n0", "n", "alpha", "chunk"}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise SuiteError(f"{where}: unknown smoothing option(s) {', '.join(unknown)}; expected some of "
+                         f"{', '.join(sorted(allowed))}")
+    if "sigma" not in options:
+        raise SuiteError(f"{where}: method \"smoothing\" needs options.sigma (the noise level, e.g. 0.25)")
+    options["sigma"] = validate.number(options["sigma"], f"{where} options.sigma", 0, above=True)
+    options["n0"] = validate.integer(options.get("n0", 100), f"{where} options.n0", 1)
+    options["n"] = validate.integer(options.get("n", 100_000), f"{where} options.n", 1)
+    options["alpha"] = validate.number(options.get("alpha", 0.001), f"{where} options.alpha", 0, above=True)
+    options["chunk"] = validate.integer(options.get("chunk", 256), f"{where} options.chunk", 1)
+
+
 def _resolve(path: Any, base: Path) -> str:
     p = Path(str(path)).expanduser()
     return str(p if p.is_absolute() else (base / p))
@@ -138,7 +163,7 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
     _check_keys(data, {"run", "train", "metrics", "datasets", "evaluations"}, where)
     run = _table(data, "run", where)
     _check_keys(run, {"name", "results", "seed", "batch_size", "max_in_flight", "cpus_per_cell", "gpus_per_cell",
-                      "device", "worst_case", "check_invariant"}, f"{where} [run]")
+                      "device", "worst_case", "check_invariant", "shard_size", "max_retries"}, f"{where} [run]")
     name = str(run.get("name", Path(source).stem if source else "run"))
     results = Path(_resolve(results_dir or run.get("results", f"results/{name}"), base))
 
@@ -194,8 +219,14 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
         attack = str(t.get("attack", {"distance": "distance", "minnorm": "minnorm"}.get(kind, "")))
         if kind == "attack" and not attack:
             raise SuiteError(f"{w}: kind 'attack' needs attack = \"pgd\" (or another registered attack)")
+        options = validate.mapping(t.get("options", {}), f"{w} options")
+        if kind == "certified":
+            method = validate.choice(options.pop("method", "lipschitz"), CERTIFICATION_METHODS, f"{w} options.method")
+            attack = "" if method == "lipschitz" else method
+            if method == "smoothing":
+                _smoothing_options(options, w)
         label = str(t.get("label", attack))
-        evaluations.append(EvalSpec(kind, attack, label, dict(t.get("options", {})), threats, eps))
+        evaluations.append(EvalSpec(kind, attack, label, options, threats, eps))
 
     train = data.get("train", [])
     if not isinstance(train, list):
@@ -222,6 +253,8 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
         device=str(run.get("device", "auto")),
         worst_case=bool(run.get("worst_case", True)),
         check_invariant=bool(run.get("check_invariant", True)),
+        shard_size=integer("shard_size", RunConfig.shard_size, 1),
+        max_retries=integer("max_retries", RunConfig.max_retries, 0),
         source=source,
     )
 

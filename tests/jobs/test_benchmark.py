@@ -205,3 +205,10 @@ def test_a_not_evaluated_entry_goes_once_the_metric_can_be_evaluated(tmp_path):
     assert store.status(not_evaluated_key(spec)) == "not-evaluated"
     record_not_evaluated(config, {}, store, Summary(tmp_path))
     assert store.status(not_evaluated_key(spec)) == "missing" and store.not_evaluated() == []
+
+
+def test_a_metric_with_random_weights_says_so_in_every_row_label(tmp_path, cache_dir):
+    config = parse_config(small_config(tmp_path, metrics=[{"name": "lpips", "options": {"pretrained": False}}],
+                                       evaluations=[{"kind": "natural"}]))
+    cells, _ = expand(config)
+    assert [c.metric for c in cells] == ["lpips (random weights)"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from suite.errors import SuiteError
 from suite.atomic import TMP_PREFIX, temp_path
 from suite.schema import KINDS, ROW_SCHEMA
-from suite.store import ResultStore, cell_key
+from suite.store import LOCK_NAME, ResultStore, RunLock, cell_key
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = {"metric": "lipsim", "metric_id": "w0", "dataset": "nights", "split": "test", "kind": "natural",
@@ -76,6 +77,7 @@ def test_write_then_read_round_trips_with_row_schema(tmp_path):
     meta = json.loads(store.json_path(key).read_text())
     assert meta["spec"] == spec and meta["status"] == "done" and meta["error"] is None and meta["rows"] == 3
     assert meta["finished_at"].endswith("+00:00")
+    assert meta["sha256"] == hashlib.sha256(store.parquet_path(key).read_bytes()).hexdigest()
 
 
 def test_write_accepts_a_frame_in_any_column_order_and_casts(tmp_path):
@@ -192,6 +194,52 @@ def test_done_needs_a_readable_parquet_with_the_recorded_rows(tmp_path):
     assert store.status(key) == "missing"
 
 
+def test_done_needs_the_parquet_bytes_of_the_sidecar_checksum(tmp_path):
+    store = ResultStore(tmp_path)
+    key, spec = spec_with()
+    store.write(key, spec, make_rows(key))
+    assert store.check(key) == ("done", None)
+    # same number of rows, other values: only the checksum tells
+    pl.DataFrame(make_rows(key, score=0.0)).write_parquet(store.parquet_path(key))
+    state, problem = store.check(key)
+    assert state == "missing" and "checksum" in problem
+    with pytest.raises(SuiteError, match="checksum"):
+        store.read(key)
+    assert store.read_all().height == 0
+
+
+def test_a_flipped_byte_in_a_done_parquet_is_damage_not_a_crash(tmp_path):
+    store = ResultStore(tmp_path)
+    key, spec = spec_with()
+    store.write(key, spec, make_rows(key))
+    assert store.is_done(key)  # verified once, remembered by file identity
+    data = bytearray(store.parquet_path(key).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    store.parquet_path(key).write_bytes(bytes(data))
+    assert ResultStore(tmp_path).check(key)[0] == "missing"
+    store.parquet_path(key).unlink()
+    assert store.check(key) == ("missing", "its parquet file is missing")
+
+
+def test_a_done_sidecar_without_a_checksum_counts_as_damaged(tmp_path):
+    store = ResultStore(tmp_path)
+    key, spec = spec_with()
+    store.write(key, spec, make_rows(key))
+    meta = json.loads(store.json_path(key).read_text())
+    del meta["sha256"]
+    store.json_path(key).write_text(json.dumps(meta))
+    state, problem = store.check(key)
+    assert state == "missing" and "no checksum" in problem
+
+
+def test_a_failed_or_missing_cell_is_not_damaged(tmp_path):
+    store = ResultStore(tmp_path)
+    key, spec = spec_with()
+    assert store.check(key) == ("missing", None)
+    store.write_failure(key, spec, "boom")
+    assert store.check(key) == ("failed", None)
+
+
 def test_write_overwrites_a_cell(tmp_path):
     store = ResultStore(tmp_path)
     key, spec = spec_with()
@@ -300,6 +348,80 @@ def test_clean_partial_spares_live_writers_until_stale(tmp_path):
     assert temp_files(store) == []
 
 
+def test_crash_between_two_shards_keeps_the_finished_shard(tmp_path, monkeypatch):
+    store = ResultStore(tmp_path)
+    key, _ = spec_with()
+    store.write_shard(key, 0, 3, make_rows(key))
+    _crash_on_nth_replace(monkeypatch, 1)
+    with pytest.raises(OSError):
+        store.write_shard(key, 3, 6, make_rows(key))
+    monkeypatch.undo()
+    reopened = ResultStore(tmp_path)
+    assert list(reopened.read_shards(key)) == [(0, 3)]
+    assert [p.name for p in reopened.shard_dir(key).iterdir() if p.name.startswith(TMP_PREFIX)] == []
+
+
+def test_a_shard_file_that_does_not_match_its_checksum_is_removed(tmp_path):
+    store = ResultStore(tmp_path)
+    key, _ = spec_with()
+    good = store.write_shard(key, 0, 3, make_rows(key))
+    bad = store.write_shard(key, 3, 6, make_rows(key))
+    bad.write_bytes(bad.read_bytes()[:-10])
+    shards = store.read_shards(key)
+    assert list(shards) == [(0, 3)] and shards[(0, 3)]["sample_id"].to_list() == ["s0", "s1", "s2"]
+    assert good.exists() and not bad.exists()
+
+
+def test_crash_after_the_cell_is_written_before_its_shards_are_removed_leaves_a_done_cell(tmp_path):
+    store = ResultStore(tmp_path)
+    key, spec = spec_with()
+    store.write_shard(key, 0, 3, make_rows(key))
+    store.write(key, spec, make_rows(key))  # killed here: the shard folder is still there
+    assert store.is_done(key) and store.read_shards(key)
+    store.drop_shards(key)  # what the next run does for a done cell
+    assert not store.shard_dir(key).exists()
+
+
+# one writer
+
+
+def test_a_second_lock_on_a_held_folder_fails_with_the_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        from suite.store import ResultStore
+        with ResultStore.lock_of({str(tmp_path)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SuiteError, match=rf"in use by another run \(pid {holder.pid} on host") as err:
+            ResultStore.lock_of(tmp_path).acquire()
+        assert len(str(err.value).splitlines()) == 1
+        start = time.monotonic()
+        with pytest.raises(SuiteError, match="in use"):
+            ResultStore.lock_of(tmp_path).acquire(wait=0.6)
+        assert time.monotonic() - start >= 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+    with ResultStore.lock_of(tmp_path) as lock:  # the kernel dropped the killed holder's lock
+        assert lock.holder()["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_the_lock_file_of_a_dead_run_is_taken_over(tmp_path):
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": int(dead_pid), "host": "x", "hostname": "h"}))
+    lock = RunLock(tmp_path / LOCK_NAME).acquire()
+    assert lock.holder()["pid"] == os.getpid()
+    with pytest.raises(SuiteError, match=f"pid {os.getpid()}"):
+        RunLock(tmp_path / LOCK_NAME).acquire()  # another open file description conflicts, even in one process
+    lock.release()
+
+
 # reading everything
 
 
@@ -340,4 +462,4 @@ def test_failures_lists_spec_and_error(tmp_path):
 
 
 def test_kinds_match_the_design():
-    assert KINDS == ("natural", "attack", "worst", "certified", "distance")
+    assert KINDS == ("natural", "attack", "worst", "certified", "distance", "minnorm")
