@@ -235,13 +235,16 @@ def _settings(attack_options: str) -> list:
 
 
 def _headline(out: pl.DataFrame) -> pl.Expr:
-    """Natural entries, and under threat ``ref`` certified entries and the one worst case per setting
-    (an ensemble's own, or the union of several)."""
+    """Natural entries, and under threat ``ref`` the metric's own (Lipschitz) certified entries and the one
+    worst case per setting (an ensemble's own, or the union of several)."""
     where = ["metric", "metric_id", "dataset", "dataset_fp", "split", "threat", "norm", "eps"]
     ensembles = pl.len().over([*where, "kind"])
     ref = pl.col("threat") == HEADLINE_THREAT
     worst = (pl.col("kind") == "worst") & ref & (pl.col("headline").fill_null(False) | (ensembles == 1))
-    return (pl.col("kind") == "natural") | ((pl.col("kind") == "certified") & ref) | worst
+    # the metric's own certificate; randomized smoothing certifies another function (the smoothed
+    # decision) and has its own rows in the details
+    own = (pl.col("kind") == "certified") & (pl.col("attack") == "") & ref
+    return (pl.col("kind") == "natural") | own | worst
 
 
 def sort_entries(agg: pl.DataFrame) -> pl.DataFrame:

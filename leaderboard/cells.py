@@ -105,6 +105,11 @@ def describe_cells(specs: dict[str, dict], finished: dict[str, str | None] | Non
 
 def _own(spec: dict) -> dict[str, Any]:
     fp = str(spec.get("dataset_fp") or "")
+    if spec.get("kind") == "certified" and spec.get("attack_name"):  # randomized smoothing: its options as set
+        options = json.dumps(spec.get("attack_options") or {}, sort_keys=True)
+        label = ", ".join(f"{k}={v}" for k, v in sorted((spec.get("attack_options") or {}).items()))
+        return {"dataset_fp": fp, "attack_options": options, "options_label": label, "standard": None,
+                "nonstandard": ""}
     if spec.get("kind") not in ATTACK_KINDS:
         return {"dataset_fp": fp, "attack_options": "", "options_label": "", "standard": None, "nonstandard": ""}
     found = setting(str(spec.get("attack_name") or spec.get("attack") or ""), spec.get("attack_options"))

@@ -438,13 +438,26 @@ def _detail_header(column: _Detail, entry: dict) -> str:
         title = "worst case" + (" (all ensembles)" if entry["attack_options"].startswith('{"union"') else "")
         return f'<th class="headline" data-type="num">{escape(title)}{budget}{_over([entry])}</th>'
     if column.kind == "certified":
-        return f'<th data-type="num">certified{budget}</th>'
+        if not column.attack:
+            return f'<th data-type="num">certified<span class="sub">Lipschitz</span>{budget}</th>'
+        how = f'<span class="sub">{escape(column.attack)}: {escape(entry["options_label"] or "defaults")}</span>'
+        badge = ('<span class="badge" title="fewer noise samples than Cohen et al.\'s n = 100,000">non-standard</span>'
+                 if _smoothing_samples(entry) < 100_000 else "")
+        return f'<th data-type="num">certified{badge}{how}{budget}</th>'
     options = entry["options_label"]
     badge = ""
     if entry["standard"] is False:
         badge = f'<span class="badge" title="{escape(entry["nonstandard"])}">non-standard</span>'
     sub = f'<span class="sub">{escape(options)}</span>' if options else ""
     return f'<th data-type="num">{escape(column.attack)}{badge}{budget}{sub}</th>'
+
+
+def _smoothing_samples(entry: dict) -> int:
+    """``n`` of a randomized-smoothing entry, from its options (the paper's 100,000 when unknown)."""
+    try:
+        return int(json.loads(entry["attack_options"] or "{}").get("n", 100_000))
+    except (ValueError, TypeError, AttributeError):
+        return 100_000
 
 
 def _distance_table(i: int, table: Table, ctx: Context) -> str:

@@ -96,7 +96,9 @@ def check_invariants(rows: pl.DataFrame) -> list[str]:
     if "radius" not in rows.columns:
         return problems
     radii = certified.group_by([*keys, "threat"]).agg(certified_radius=pl.col("radius").min())
-    minimal = rows.filter((pl.col("kind") == "minnorm") & (pl.col("norm") == "l2")).select(
+    # a radius of 0 means the clean decision already sides with the minority (or j = ½): there is nothing
+    # to flip, while a certificate speaks of the decision staying as it is, right or wrong
+    minimal = rows.filter((pl.col("kind") == "minnorm") & (pl.col("norm") == "l2") & (pl.col("radius") > 0)).select(
         *keys, "threat", "attack", "norm", "eps", "cell", found=pl.col("radius"))
     loose = minimal.join(radii, on=[*keys, "threat"]).filter(
         pl.col("certified_radius") > pl.col("found") * (1 + RADIUS_RTOL) + RADIUS_ATOL)

@@ -84,3 +84,16 @@ def test_a_distance_beyond_its_bound_is_a_violation_but_round_off_is_not():
     assert check_invariants(pl.DataFrame(fine, schema=ROW_SCHEMA)) == []
     problems = check_invariants(pl.DataFrame(fine + [row("d", 0.6, 0.5)], schema=ROW_SCHEMA))
     assert len(problems) == 1 and "beyond the certified bound" in problems[0] and "(d)" in problems[0]
+
+
+def test_a_sample_the_metric_already_gets_wrong_has_minimal_radius_zero_and_breaks_nothing():
+    from suite.schema import ROW_SCHEMA
+
+    def row(kind, radius):
+        return {"metric": "m", "metric_id": "i", "dataset": "d", "split": "s", "kind": kind,
+                "attack": "minnorm" if kind == "minnorm" else "", "threat": "ref", "norm": "l2", "eps": 0.5,
+                "sample_id": "a", "judge": 0.6, "d0": None, "d1": None, "score": None, "radius": radius,
+                "reached": None, "bound": None, "seconds": 0.0, "suite_version": "0", "cell": kind}
+
+    # the certificate says the (wrong) decision stays; there was nothing for the attack to flip
+    assert check_invariants(pl.DataFrame([row("certified", 0.3), row("minnorm", 0.0)], schema=ROW_SCHEMA)) == []
