@@ -21,11 +21,44 @@ def _list(args) -> int:
             from jobs.weights import metric_notes
 
             notes = metric_notes()
+        if kind in ("attacks", "distance-attacks"):
+            notes = _attack_notes(REGISTRIES[kind])
         width = max((len(name) for name, _ in rows), default=0)
         for name, description in rows:
             note = f"  [{notes[name]}]" if name in notes else ""
-            print(f"  {name.ljust(width)}  {description}{note}")
+            print(f"  {name.ljust(width)}  {_plain(description)}{note}")
     return 0
+
+
+def _plain(text: str) -> str:
+    """A docstring line without reStructuredText markup (``code``, :func:`x`, *emphasis*)."""
+    import re
+
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "").replace("`", "").replace("**", "")
+
+
+def _attack_notes(registry) -> dict[str, str]:
+    """``name -> "aliases …; threats …; norms …"`` for every attack of ``registry`` (from the classes)."""
+    out = {}
+    for name in registry.names():
+        try:
+            factory = registry.get(name)
+        except SuiteError:
+            continue
+        parts = []
+        aliases = registry.aliases(name)
+        if aliases:
+            parts.append("aliases " + ", ".join(aliases))
+        threats = getattr(factory, "threats", None)
+        if threats:
+            parts.append("threats " + ", ".join(threats))
+        norms = getattr(factory, "norms", None)
+        if norms:
+            parts.append("norms " + ", ".join(norms))
+        if parts:
+            out[name] = "; ".join(parts)
+    return out
 
 
 def _run(args) -> int:
@@ -40,6 +73,10 @@ def _certify(args) -> int:
     from suite.config import parse_config
 
     try:
+        from suite.config import parse_eps
+
+        for value in args.eps:  # a bad budget is named as the flag the user typed
+            parse_eps(value, "--eps")
         metric_options = dict(parse_option(o) for o in args.metric_option)
         if args.weights:
             metric_options["weights"] = args.weights
@@ -87,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     from jobs.train.cli import add_parser as add_train_parser
     from jobs.weights import add_parser as add_weights_parser
 
+    import suite
+
     parser = argparse.ArgumentParser(prog="lipsim", description="Robustness benchmark for perceptual similarity metrics.")
+    parser.add_argument("--version", action="version", version=f"lipsim-suite {suite.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a TOML config: train, evaluate the grid, build the leaderboard")

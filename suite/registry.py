@@ -167,6 +167,11 @@ class Registry:
     def get(self, name: str) -> Any:
         return self._entries[self.canonical(name)].resolve()
 
+    def aliases(self, name: str) -> list[str]:
+        """The other names that reach ``name``, sorted."""
+        key = self.canonical(name)
+        return sorted(alias for alias, target in self._aliases.items() if target == key)
+
     def bind(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` bound to the factory's signature with its defaults filled in (a misspelt
         option is a :class:`SuiteError` listing the accepted ones)."""

@@ -289,3 +289,19 @@ def test_sha256_helpers(tmp_path):
     with pytest.raises(SuiteError, match="not a hex digest"):
         mw.sha256_matches(DIGEST, "xyz")
     assert os.path.exists(path)
+
+
+def test_version_attack_listing_and_flag_errors_read_as_a_user_meets_them(capsys):
+    import suite
+    from jobs.cli import main as cli
+
+    with pytest.raises(SystemExit) as done:
+        cli(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"lipsim-suite {suite.__version__}"
+    assert cli(["list", "attacks"]) == 0
+    out = capsys.readouterr().out
+    assert "mia" in out and "aliases mi-fgsm, mifgsm; threats ref, all; norms l2, linf" in out
+    assert "``" not in out and ":func:" not in out
+    assert cli(["certify", "--eps", "-1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --eps: ε must be a finite number ≥ 0") and "[[evaluations]]" not in err
