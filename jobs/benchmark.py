@@ -221,15 +221,15 @@ def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary:
     ``max_in_flight`` actors (:class:`jobs.workers.WorkerPool`); each finished shard of a
     sharded cell is kept in the store until the cell is complete, then the merged rows are
     written once. Damaged done cells are reported (once) and recomputed."""
-    from tqdm import tqdm
+    from jobs.progress import bar as progress_bar
 
     from jobs.workers import WorkerPool
 
     cache = {} if cache is None else cache
     todo = [cell for cell in cells if not _is_done(cell.key, cell.describe(), store, summary)]
     summary.skipped = len(cells) - len(todo)
-    bar = tqdm(total=len(cells), initial=summary.skipped, desc=f"{config.name} cells", unit="cell",
-               disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(cells), initial=summary.skipped, desc=f"{config.name} cells", unit="cell",
+                       disable=not progress)
     pool = WorkerPool(slots=config.max_in_flight, cpus=config.cpus_per_cell, gpus=config.gpus_per_cell,
                       device=config.device, max_retries=config.max_retries)
     plans: dict[str, _Plan] = {}

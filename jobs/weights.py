@@ -221,7 +221,7 @@ def download(url: str, target: str | Path, sha256: str | None = None, *, progres
 
 def _download_locked(url: str, target: Path, part: Path, fh, sha256: str | None, progress: bool,
                      label: str) -> tuple[str, bool | None]:
-    from tqdm import tqdm
+    from jobs.progress import bar as progress_bar
 
     from suite.atomic import atomic_write
 
@@ -266,9 +266,9 @@ def _download_locked(url: str, target: Path, part: Path, fh, sha256: str | None,
             with response:
                 length = response.headers.get("Content-Length")
                 length = int(length) if length and length.isdigit() else None
-                bar = tqdm(total=None if length is None else offset + length, initial=offset, unit="B",
-                           unit_scale=True, unit_divisor=1024, desc=label, file=sys.stderr,
-                           disable=not progress, dynamic_ncols=True)
+                bar = progress_bar(total=None if length is None else offset + length, initial=offset, unit="B",
+                                   unit_scale=True, unit_divisor=1024, desc=label, disable=not progress,
+                                   dynamic_ncols=True)
                 received = 0
                 try:
                     for block in iter(lambda: response.read(CHUNK), b""):

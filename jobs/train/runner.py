@@ -183,15 +183,16 @@ class _Monitor:
             self._thread.join()
 
     def _run(self) -> None:
-        from tqdm import tqdm
+        from jobs.progress import bar as progress_bar
 
         bars, printed = {}, {}
         for position, spec in enumerate(self.specs):
             if is_finished(spec.output):
                 continue
-            bars[spec.name] = tqdm(total=spec.epochs, desc=spec.name, unit="epoch", position=position,
-                                   dynamic_ncols=True, leave=True, bar_format="{l_bar}{bar}| {n:.2f}/{total} epochs "
-                                                                              "[{elapsed}<{remaining}{postfix}]")
+            bars[spec.name] = progress_bar(total=spec.epochs, desc=spec.name, unit="epoch", position=position,
+                                           dynamic_ncols=True, leave=True,
+                                           bar_format="{l_bar}{bar}| {n:.2f}/{total} epochs "
+                                                      "[{elapsed}<{remaining}{postfix}]")
             printed[spec.name] = {r.get("epoch") for r in read_log(spec.output)}
         while True:
             stopping = self._stop.wait(self.every)
