@@ -130,34 +130,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lipsim-suite {suite.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run a TOML config: train, evaluate the grid, build the leaderboard")
+    def command(name: str, summary: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                              epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("run", "run a TOML config: train, evaluate the grid, build the leaderboard",
+                "lipsim run configs/demo.toml")
     p.add_argument("config", help="TOML run config, e.g. configs/demo.toml")
     add_arguments(p)
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("list", help="list registered metrics, attacks, distance attacks and datasets")
+    p = command("list", "list registered metrics, attacks, distance attacks and datasets", "lipsim list attacks")
     p.add_argument("kind", nargs="?", choices=["metrics", "attacks", "distance-attacks", "datasets"],
                    help="only this registry (default: all of them)")
     p.set_defaults(func=_list)
 
-    p = sub.add_parser("certify", help="certified 2AFC scores of a certifiable metric on a dataset")
-    p.add_argument("--metric", default="lipsim")
-    p.add_argument("--weights", help="weights of the metric (file or folder)")
-    p.add_argument("--metric-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--dataset", default="synthetic-2afc")
-    p.add_argument("--split", nargs="+", default=["test"])
-    p.add_argument("--root", help="dataset root folder (nights, bapps)")
-    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--eps", nargs="+", default=["36/255", "72/255", "108/255"], help="ℓ2 budgets (fractions allowed)")
-    p.add_argument("--threat", nargs="+", default=["ref"], choices=["ref", "all"])
-    p.add_argument("--name", default="certify")
-    p.add_argument("--results")
-    p.add_argument("--address")
-    p.add_argument("--no-progress", action="store_true")
+    p = command("certify", "certified 2AFC scores of a certifiable metric on a dataset",
+                "lipsim certify --metric lipsim --weights models/lipsim_small.pth --dataset nights --root /data/nights")
+    p.add_argument("--metric", default="lipsim", help="registered metric to certify (default: lipsim)")
+    p.add_argument("--weights", help="weights of the metric, file or folder (default: its own lookup)")
+    p.add_argument("--metric-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor option of the metric, repeatable (default: none)")
+    p.add_argument("--dataset", default="synthetic-2afc", help="registered 2AFC dataset (default: synthetic-2afc)")
+    p.add_argument("--split", nargs="+", default=["test"], help="splits to certify (default: test)")
+    p.add_argument("--root", help="dataset root folder, for nights and bapps (default: none)")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset option, repeatable (default: none)")
+    p.add_argument("--limit", type=int, help="first N triplets only (default: all)")
+    p.add_argument("--eps", nargs="+", default=["36/255", "72/255", "108/255"],
+                   help="ℓ2 budgets, fractions allowed (default: 36/255 72/255 108/255)")
+    p.add_argument("--threat", nargs="+", default=["ref"], choices=["ref", "all"],
+                   help="threat models: ref (reference only) or all (default: ref)")
+    p.add_argument("--name", default="certify", help="run name (default: certify)")
+    p.add_argument("--results", help="results folder (default: results/NAME)")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_certify)
 
-    p = sub.add_parser("leaderboard", help="rebuild the leaderboard of a results folder")
+    p = command("leaderboard", "rebuild the leaderboard of a results folder", "lipsim leaderboard results/demo")
     p.add_argument("results", help="results folder, e.g. results/demo")
     p.add_argument("--out", metavar="FILE", help="the page to write (default RESULTS/leaderboard.html); its "
                                                  ".parquet, .csv, .json and .md companions take the same name")

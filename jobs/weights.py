@@ -355,7 +355,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "weights", help="list the published weights the metrics need; `weights fetch TAG` downloads them",
         description="List every registered weights tag, one line per file: tag, metric, file, where it was found "
                     "(or missing) and the path where the suite expects it ($LIPSIM_SUITE_WEIGHTS/<tag>/<file>). "
-                    "Nothing is downloaded except by `lipsim weights fetch`.")
+                    "Nothing is downloaded except by `lipsim weights fetch`.",
+        epilog="example:\n  lipsim weights\n  lipsim weights --json", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the list as JSON")
     p.set_defaults(func=_run, action=None)
     actions = p.add_subparsers(dest="action", metavar="{fetch}")
@@ -365,7 +366,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "resumable (a .part file is continued with an HTTP range request), checked against the "
                     "tag's sha256, and renamed into place only when complete. Files that ship inside a Python "
                     "package are not downloaded; the package to install is named. Exit status: 0 when every file "
-                    "is there, 1 when a package still has to be installed, 2 on an error.")
+                    "is there, 1 when a package still has to be installed, 2 on an error.",
+        epilog="example:\n  lipsim weights fetch lpips-alex dino-vitb16", formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("tags", nargs="+", metavar="TAG", help="weights tag, e.g. lpips-alex (`lipsim weights` lists them)")
     f.add_argument("--dest", metavar="DIR",
                    help=f"folder to download into (default: ${mw.WEIGHTS_ENV}, else ~/.cache/lipsim-suite/weights); "

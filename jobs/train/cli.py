@@ -37,12 +37,13 @@ def _common(p: argparse.ArgumentParser, stage: str) -> None:
     p.add_argument("--split", help="training split (default train)")
     p.add_argument("--val-split", help="validation split (default val; '' for none)")
     p.add_argument("--root", help="dataset root folder (nights, bapps)")
-    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dataset option, repeatable, e.g. image_size=64 (default: none)")
     p.add_argument("--val-option", action="append", default=[], metavar="KEY=VALUE",
                    help="dataset option for the validation split only, e.g. count=128")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="training epochs (default 4)")
     p.add_argument("--batch-size", type=int, help="global batch size, split over the workers")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="base learning rate of Adam (default 1e-3)")
     p.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="Adam betas")
     p.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs (fractions allowed)")
     p.add_argument("--decay", choices=["cosine", "step", "constant"], help="learning-rate decay after warm-up")
@@ -50,12 +51,12 @@ def _common(p: argparse.ArgumentParser, stage: str) -> None:
     p.add_argument("--cpus-per-worker", type=int, help="CPU cores per worker (torch threads on CPU)")
     p.add_argument("--use-gpu", action="store_true", default=None, help="one GPU per worker")
     p.add_argument("--loader-workers", type=int, help="DataLoader processes per worker")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="seed of the initialisation and the data order (default 0)")
     p.add_argument("--cache-dir", help="suite cache (datasets, teacher embeddings)")
     p.add_argument("--output", help="output folder (default models/NAME)")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local cluster)")
     p.add_argument("--worker-logs", action="store_true", help="forward the workers' logs to this terminal")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -63,16 +64,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     train = subparsers.add_parser("train", help="train LipSim on Ray Train (distill, then fine-tune)")
     stages = train.add_subparsers(dest="stage", required=True)
 
-    p = stages.add_parser("finetune", help="fine-tune on a 2AFC dataset with the hinge loss")
+    p = stages.add_parser("finetune", help="fine-tune on a 2AFC dataset with the hinge loss",
+                          description="Fine-tune LipSim on a 2AFC dataset with the hinge loss, on Ray Train.",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="example:\n  lipsim train finetune --name lipsim-tiny --preset tiny --dataset "
+                                 "synthetic-2afc --dataset-option image_size=64 --epochs 4 --output models/lipsim-tiny")
     _common(p, "finetune")
     p.add_argument("--margin", type=float, action="append",
                    help="hinge margin (default 0.5); repeat for a sweep: one model per margin, NAME-m0.2, …")
     p.set_defaults(func=run)
 
-    p = stages.add_parser("distill", help="distil a metric's embedding (DreamSim by default) into LipSim")
+    p = stages.add_parser("distill", help="distil a metric's embedding (DreamSim by default) into LipSim",
+                          description="Distil a teacher metric's embedding into LipSim, on Ray Train.",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="example:\n  lipsim train distill --teacher dreamsim --images /data/imagenet/train "
+                                 "--preset small --output models/distilled")
     _common(p, "distill")
     p.add_argument("--teacher", help="registered metric with embed (default dreamsim)")
-    p.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--teacher-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor option of the teacher, repeatable (default: none)")
     p.add_argument("--images", help="image folder (root/<class>/*.jpg, recursive); default: embedded photographs")
     p.add_argument("--image-count", type=int, help="number of embedded-photograph crops (default 2048)")
     p.add_argument("--image-size", type=int, help="training image side (default: the model's input size)")

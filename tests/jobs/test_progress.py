@@ -34,3 +34,27 @@ def test_the_line_stream_drops_redraw_codes():
     out = io.StringIO()
     LineStream(out).write("\r a 10%|#   | \r")
     assert out.getvalue() == " a 10%|#   |\n"
+
+
+def test_every_subcommand_has_a_description_an_example_and_help_for_every_option():
+    import argparse
+
+    from jobs.cli import build_parser
+
+    def commands(parser, path=()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, (*path, name))
+        if path:
+            yield path, parser
+
+    leaves = [(path, p) for path, p in commands(build_parser())
+              if not any(isinstance(a, argparse._SubParsersAction) and a.required for a in p._actions)]
+    assert {" ".join(path) for path, _ in leaves} >= {"run", "list", "certify", "leaderboard", "weights",
+                                                     "weights fetch", "train finetune", "train distill"}
+    for path, p in leaves:
+        assert p.description, path
+        assert p.epilog and "example" in p.epilog, path
+        missing = [a.dest for a in p._actions if not a.help and not isinstance(a, argparse._SubParsersAction)]
+        assert not missing, (path, missing)
