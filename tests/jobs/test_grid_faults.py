@@ -3,6 +3,7 @@ a worker killed mid-shard, a worker node killed mid-grid. Also: what a local clu
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -147,17 +148,21 @@ def test_killing_a_worker_node_mid_grid_loses_no_row_and_duplicates_none(tmp_pat
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every node on 127.0.0.1
         import ray
         from ray.cluster_utils import Cluster
-        from jobs.benchmark import report, run
+        from jobs.benchmark import expand, report, run
         from suite.config import parse_config
 
         cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
         try:
             workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
             cluster.wait_for_nodes()
-            shards = {str(results / "shards")!r}
+            config = parse_config(json.load(open({str(tmp_path / "grid.json")!r})))
+            # wait for a shard of the slow attack cell: then both nodes are busy with attack shards, so the
+            # node killed holds one in flight (the natural cell's shards finish in a blink)
+            attack = next(c.key for c in expand(config)[0] if c.kind == "attack")
+            shards = os.path.join({str(results / "shards")!r}, attack)
 
             def a_shard_is_finished():
-                return os.path.isdir(shards) and any(any(os.scandir(d.path)) for d in os.scandir(shards))
+                return os.path.isdir(shards) and any(os.scandir(shards))
 
             def kill_one_node_mid_grid():
                 while not a_shard_is_finished():
@@ -167,19 +172,28 @@ def test_killing_a_worker_node_mid_grid_loses_no_row_and_duplicates_none(tmp_pat
                 cluster.add_node(num_cpus=1)  # a replacement node joins
 
             threading.Thread(target=kill_one_node_mid_grid, daemon=True).start()
-            summary = run(parse_config(json.load(open({str(tmp_path / "grid.json")!r}))), address=cluster.address,
-                          progress=False)
+            summary = run(config, address=cluster.address, progress=False)
             print("EXIT", report(summary), summary.retried, json.dumps(summary.failed), flush=True)
         finally:
             ray.shutdown()
             cluster.shutdown()
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env_with(cache_dir), capture_output=True,
-                          text=True, timeout=500)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "KILLED" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
-    _, code, retried, failed = next(line for line in done.stdout.splitlines() if line.startswith("EXIT")).split(maxsplit=3)
-    assert code == "0" and json.loads(failed) == [] and int(retried) >= 1, (code, retried, failed)
     monkeypatch.setenv("LIPSIM_SUITE_CACHE", str(cache_dir))
-    assert differences(config) == []
-    assert pl.read_parquet(results / "leaderboard.parquet").height > 0
+    # Where the scheduler has just moved the killed node's work elsewhere, the kill loses nothing in
+    # flight (retried = 0): every attempt must still end with every row exactly once, and at least one
+    # of three must have lost a shard in flight and run it again.
+    retried = 0
+    for _ in range(3):
+        shutil.rmtree(results, ignore_errors=True)
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env_with(cache_dir), capture_output=True,
+                              text=True, timeout=500)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        assert "KILLED" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+        line = next(line for line in done.stdout.splitlines() if line.startswith("EXIT"))
+        _, code, retried, failed = line.split(maxsplit=3)
+        assert code == "0" and json.loads(failed) == [], (code, retried, failed)
+        assert differences(config) == []
+        assert pl.read_parquet(results / "leaderboard.parquet").height > 0
+        if int(retried) >= 1:
+            break
+    assert int(retried) >= 1, "the node was never killed with a shard in flight"
