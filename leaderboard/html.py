@@ -476,19 +476,7 @@ def _distance_table(i: int, table: Table, ctx: Context) -> str:
                  if e["standard"] is False else "")
         head.append(f'<th data-type="num">{escape(c[2])}{badge}<span class="sub">{escape(fmt_norm(c[0]))} '
                     f'ε={escape(fmt_eps(c[1]))}</span><span class="sub">{escape(e["options_label"])}</span></th>')
-    body = []
-    for r in table.rows:
-        tds = [_metric_cell(r, ctx)]
-        present = False
-        for c in columns:
-            e = by.get((r.metric, r.metric_id, *c))
-            if e is None:
-                tds.append('<td class="na">—</td>')
-                continue
-            present = True
-            tds.append(_distance_cell(e))
-        if present:
-            body.append("<tr>" + "".join(tds) + "</tr>")
+    body = _rows_by_metric(table, ctx, by, columns, _distance_cell)
     note = ("Mean d(x, x + δ) reached by the distance attack ≤ the mean certified upper bound (certifiable "
             "metrics). "
             f"A sample is <b>over the bound</b> only when it exceeds its own bound by more than float round-off "
@@ -513,6 +501,27 @@ def _distance_cell(e: dict) -> str:
             f'<span class="sub">max {fmt_num(e["distance_max"], 4)}</span>{warn}</td>')
 
 
+def _rows_by_metric(table: Table, ctx: Context, by: dict, columns: list, cell) -> list[str]:
+    """One ``<tr>`` per metric of ``table`` that has an entry in some column: ``cell(entry)`` per column
+    (``by`` maps ``(metric, metric_id, *column)`` to its entry), "—" where it has none."""
+    body = []
+    for r in table.rows:
+        entries = [by.get((r.metric, r.metric_id, *c)) for c in columns]
+        if any(e is not None for e in entries):
+            tds = [_metric_cell(r, ctx)] + ['<td class="na">—</td>' if e is None else cell(e) for e in entries]
+            body.append("<tr>" + "".join(tds) + "</tr>")
+    return body
+
+
+def _minnorm_cell(e: dict) -> str:
+    median = e["radius_median"]
+    sort = "" if median is None else ("1e308" if median == float("inf") else f"{median:.9g}")
+    tight = ("" if e["tightness"] is None else
+             f'<span class="sub">certified / empirical radius: median {fmt_num(e["tightness"], 3)}</span>')
+    return (f'<td class="num" data-sort="{sort}">{fmt_num(median, 4)}<span class="sub">flipped '
+            f'{e["flipped"]}/{e["n"]} within ε ≤ {escape(fmt_eps(e["eps"]))}</span>{tight}</td>')
+
+
 def _minnorm_table(i: int, table: Table, ctx: Context) -> str:
     rows = table.entries.filter(pl.col("kind") == "minnorm")
     if rows.is_empty():
@@ -524,24 +533,7 @@ def _minnorm_table(i: int, table: Table, ctx: Context) -> str:
     for threat, norm, attack, _ in columns:
         head.append(f'<th data-type="num">{escape(attack)}<span class="sub">{escape(fmt_norm(norm))}, threat '
                     f"{escape(threat)}</span></th>")
-    body = []
-    for r in table.rows:
-        tds = [_metric_cell(r, ctx)]
-        present = False
-        for c in columns:
-            e = by.get((r.metric, r.metric_id, *c))
-            if e is None:
-                tds.append('<td class="na">—</td>')
-                continue
-            present = True
-            median = e["radius_median"]
-            sort = "" if median is None else ("1e308" if median == float("inf") else f"{median:.9g}")
-            tight = ("" if e["tightness"] is None else
-                     f'<span class="sub">certified / empirical radius: median {fmt_num(e["tightness"], 3)}</span>')
-            tds.append(f'<td class="num" data-sort="{sort}">{fmt_num(median, 4)}<span class="sub">flipped '
-                       f'{e["flipped"]}/{e["n"]} within ε ≤ {escape(fmt_eps(e["eps"]))}</span>{tight}</td>')
-        if present:
-            body.append("<tr>" + "".join(tds) + "</tr>")
+    body = _rows_by_metric(table, ctx, by, columns, _minnorm_cell)
     return ("<h4>Minimal adversarial radius</h4>\n<p class=\"meta\">Median over samples of the smallest ε at which "
             "the attack flipped the decision (∞ when it found none up to its ceiling); a certified radius must "
             "never exceed it, and the median ratio of the two says how much of the real robustness the "
