@@ -1,7 +1,9 @@
 """Attacks on 2AFC decisions and on single-image distances.
 
 ``attacks.load(name, **options)`` builds a 2AFC attack (``pgd``, ``mia``,
-``autoattack``, ``minnorm``); ``attacks.load_distance(name, **options)`` a distance attack
+``autoattack``, ``minnorm``) or a retrieval attack (``evasion``, ``collision``: their
+``perturb(metric, queries, gallery, targets)`` moves copy-detection queries, see
+:mod:`attacks.retrieval`); ``attacks.load_distance(name, **options)`` a distance attack
 (``distance``). Third-party attacks register through the ``lipsim_suite.attacks``
 and ``lipsim_suite.distance_attacks`` entry-point groups.
 """
@@ -12,7 +14,7 @@ from attacks.base import Attack, DistanceAttack
 from suite.registry import ATTACKS, DISTANCE_ATTACKS
 
 # built-ins register themselves on import
-from attacks import autoattack, distance, mia, minnorm, pgd  # noqa: E402,F401
+from attacks import autoattack, distance, mia, minnorm, pgd, retrieval  # noqa: E402,F401
 
 
 def load(name: str, **options) -> Attack:

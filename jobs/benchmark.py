@@ -22,11 +22,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jobs.cluster import connect
+from jobs.cluster import GpuRequest, check_gpus, connect
 from jobs.shards import Shard, merge, spans
 from jobs.tasks import build_attack, build_dataset, build_metric
 from suite.cell import Cell
-from suite.config import RunConfig, load_config
+from suite.config import RunConfig, gpu_share, load_config
 from suite.errors import MissingWeightsError, SuiteError
 from suite.invariants import check_invariants, worst_case_rows
 from suite.store import ResultStore, RunLock, cell_key
@@ -89,15 +89,32 @@ def not_evaluated_key(spec) -> str:
                      "metric_options": spec.options})
 
 
-def _dataset_info(name: str, options: dict, split: str, limit: int | None, cache: dict) -> tuple[str, int]:
-    """``(fingerprint, number of samples)`` of a dataset split, from the process's one build of it."""
+def _dataset_info(name: str, options: dict, split: str, limit: int | None, cache: dict) -> tuple[str, int, str]:
+    """``(fingerprint, number of samples, task)`` of a dataset split, from the process's one build of it."""
     import json
 
     key = ("dataset", name, json.dumps(options, sort_keys=True, default=str), split, limit)
     if key not in cache:
         dataset = build_dataset(name, options, split, limit)
-        cache[key] = (dataset.fingerprint(), len(dataset))
+        cache[key] = (dataset.fingerprint(), len(dataset), getattr(dataset, "task", "2afc"))
     return cache[key]
+
+
+def _attack_goal(ev, norm: str, seed: int, cache: dict) -> str:
+    """``"2afc"`` for an attack on triplets, else the retrieval attack's goal (``evasion`` | ``collision``)."""
+    import json
+
+    key = ("attack-goal", ev.attack, json.dumps(ev.options, sort_keys=True, default=str), norm)
+    if key not in cache:
+        attack = build_attack("attack", ev.attack, ev.options, norm=norm, eps=ev.eps[norm][0], threat="ref",
+                              seed=seed)
+        cache[key] = getattr(attack, "goal", "2afc")
+    return cache[key]
+
+
+#: the ``threat`` of a retrieval cell names who moves and why: the query away from its original
+#: (evasion and certificates) or a query onto a chosen gallery item (collision)
+RETRIEVAL_THREATS = {"evasion": "query", "collision": "collision"}
 
 
 def _dataset_fingerprint(ds, split: str, cache: dict) -> str:
@@ -157,16 +174,23 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
     """All cells of the grid, in a stable order, and notes about combinations left out."""
     cache = {} if cache is None else cache
     metrics = resolve_metrics(config, trained or {}, cache)
-    datasets = [(ds, split, _dataset_fingerprint(ds, split, cache)) for ds in config.datasets for split in ds.splits]
+    datasets = [(ds, split, *_dataset_info(ds.name, ds.options, split, ds.limit, cache)[::2])
+                for ds in config.datasets for split in ds.splits]
     cells, notes = [], []
     for label, (spec, metric_id, certifiable, threats, random_weights) in metrics.items():
         if random_weights:  # every row of a metric with random weights says so in its label
             label = f"{label} (random weights)"
-        for ds, split, fp in datasets:
+        for ds, split, fp, task in datasets:
             base = dict(metric=label, metric_name=spec.name, metric_options=spec.options, metric_id=metric_id,
                         dataset=ds.name, dataset_options=ds.options, split=split, limit=ds.limit, dataset_fp=fp,
                         seed=config.seed, batch_size=config.batch_size)
+            if task == "retrieval":
+                cells.extend(_retrieval_cells(config, base, label, certifiable, notes, cache))
+                continue
             for ev in config.evaluations:
+                if ev.kind == "attack" and _attack_goal(ev, next(iter(ev.eps)), config.seed, cache) != "2afc":
+                    notes.append(f"attack {ev.label!r} attacks retrieval queries; left out on 2AFC dataset {ds.name!r}")
+                    continue
                 if ev.kind == "natural":
                     cells.append(Cell(kind="natural", budgets=(0.0,), **base))
                 elif ev.kind == "certified" and ev.attack == "smoothing":  # certifies any metric
@@ -201,6 +225,35 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
     return cells, sorted(set(notes))
 
 
+def _retrieval_cells(config: RunConfig, base: dict, label: str, certifiable: bool, notes: list, cache: dict
+                     ) -> list[Cell]:
+    """The cells of one metric on one retrieval split: natural, evasion and collision ladders, and the
+    Lipschitz certificate of the top-1 match; what retrieval does not support is left out with a note."""
+    cells = []
+    for ev in config.evaluations:
+        if ev.kind == "natural":
+            cells.append(Cell(kind="natural", threat="", budgets=(0.0,), **base))
+        elif ev.kind == "attack":
+            for norm, budgets in ev.eps.items():
+                goal = _attack_goal(ev, norm, config.seed, cache)
+                if goal == "2afc":
+                    notes.append(f"attack {ev.label!r} attacks 2AFC triplets; left out on retrieval dataset "
+                                 f"{base['dataset']!r}")
+                    break
+                cells.append(Cell(kind="attack", attack=ev.label, attack_name=ev.attack, attack_options=ev.options,
+                                  threat=RETRIEVAL_THREATS[goal], norm=norm, budgets=tuple(sorted(set(budgets))),
+                                  **base))
+        elif ev.kind == "certified" and ev.attack == "":
+            if not certifiable:
+                notes.append(f"{label}: no certificate; certified retrieval cell left out")
+                continue
+            cells.append(Cell(kind="certified", threat="query", norm="l2", budgets=ev.eps["l2"], **base))
+        else:
+            what = "randomized smoothing" if ev.kind == "certified" else f"kind {ev.kind!r}"
+            notes.append(f"{what} is not defined for retrieval; left out on {base['dataset']!r}")
+    return cells
+
+
 def _train(specs: list, progress: bool) -> dict[str, Path]:
     if not specs:
         return {}
@@ -216,11 +269,12 @@ def _one_line(err: BaseException) -> str:
 
 
 def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Summary, progress: bool,
-              cache: dict | None = None) -> None:
+              cache: dict | None = None, gpus: dict[str, float] | None = None) -> None:
     """Compute every unfinished cell: shards of at most ``[run] shard_size`` samples run on
     ``max_in_flight`` actors (:class:`jobs.workers.WorkerPool`); each finished shard of a
     sharded cell is kept in the store until the cell is complete, then the merged rows are
-    written once. Damaged done cells are reported (once) and recomputed."""
+    written once. Damaged done cells are reported (once) and recomputed. ``gpus``: the GPU
+    share of each cell key (:func:`cell_gpus`; a cell not in it holds ``[run] gpus_per_cell``)."""
     from jobs.progress import bar as progress_bar
 
     from jobs.workers import WorkerPool
@@ -242,7 +296,7 @@ def run_cells(cells: list[Cell], store: ResultStore, config: RunConfig, summary:
                 plan.parts = {span: rows for span, rows in store.read_shards(cell.key).items() if span in plan.spans}
             plans[cell.key] = plan
             for start, stop in plan.missing():
-                pool.submit(Shard(cell, start, stop))
+                pool.submit(Shard(cell, start, stop), (gpus or {}).get(cell.key))
                 shards += 1
             if not plan.missing():
                 _record(plan, store, summary, bar)
@@ -356,6 +410,42 @@ def finish(cells: list[Cell], store: ResultStore, config: RunConfig, summary: Su
     summary.table, summary.leaderboard = build(config.results_dir)
 
 
+def _pairs(config: RunConfig):
+    """Every metric × evaluation of the config, with its GPU share and the config of it alone."""
+    for metric in config.metrics:
+        for ev in config.evaluations:
+            yield metric, ev, gpu_share(config, metric, ev), replace(config, metrics=[metric], evaluations=[ev])
+
+
+def gpu_requests(config: RunConfig, cache: dict | None = None) -> list[GpuRequest]:
+    """What each metric × evaluation that has cells asks of the cluster, before training: a pair of a
+    metric trained in this run (``from_train``) counts as having cells; a metric whose weights are
+    missing, or a pair that makes no cell (a certificate of a metric without one), asks nothing."""
+    cache = {} if cache is None else cache
+    requests = []
+    for metric, ev, share, alone in _pairs(config):
+        if share and (metric.from_train is not None or expand(alone, None, cache)[0]):
+            setting = "num_gpus" if (ev.num_gpus, metric.num_gpus) != (None, None) else "[run] gpus_per_cell"
+            requests.append(GpuRequest(metric.label, ev.name, share, setting))
+    return requests
+
+
+def cell_gpus(config: RunConfig, trained: dict[str, Path] | None = None, cache: dict | None = None
+              ) -> dict[str, float]:
+    """The GPU share (:func:`suite.config.gpu_share`) of each cell key that a ``num_gpus`` setting
+    gives one (empty when no table sets ``num_gpus``: every cell then holds ``[run] gpus_per_cell``).
+    Each metric × evaluation is expanded alone, so its cells are known whatever the expansion does;
+    a cell two pairs share gets the larger share."""
+    if all(m.num_gpus is None for m in config.metrics) and all(e.num_gpus is None for e in config.evaluations):
+        return {}
+    cache = {} if cache is None else cache
+    shares: dict[str, float] = {}
+    for _, _, share, alone in _pairs(config):
+        for cell in expand(alone, trained, cache)[0]:
+            shares[cell.key] = max(shares.get(cell.key, share), share)
+    return shares
+
+
 def run(config: RunConfig, *, address: str | None = None, progress: bool = True) -> Summary:
     """Run the whole config: training tables, grid cells, worst case, invariants, leaderboard."""
     start = time.perf_counter()
@@ -369,15 +459,16 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
         specs = parse_train_tables(config.train, config.results_dir)
     with open_results(config.results_dir):
         store = ResultStore(config.results_dir)
-        record_not_evaluated(config, missing, store, summary)
         started = connect(address)
         try:
+            check_gpus(gpu_requests(config, cache), config.device)  # before anything is trained or written
+            record_not_evaluated(config, missing, store, summary)
             trained = _train(specs, progress)
             cells, notes = expand(config, trained, cache)
             for note in notes:
                 print(f"note: {note}", file=sys.stderr)
             summary.total = len(cells)
-            run_cells(cells, store, config, summary, progress, cache)
+            run_cells(cells, store, config, summary, progress, cache, cell_gpus(config, trained, cache))
             finish(cells, store, config, summary)
         finally:
             if started:

@@ -1,10 +1,12 @@
-"""Joining or starting a Ray cluster, and KEY=VALUE command-line options: shared by every command."""
+"""Joining or starting a Ray cluster, checking that it has the GPUs a run asks for, and KEY=VALUE command-line
+options: shared by every command."""
 
 from __future__ import annotations
 
 import os
 import tomllib
 from contextlib import contextmanager
+from typing import NamedTuple
 
 from suite.errors import SuiteError
 
@@ -75,3 +77,56 @@ def parse_option(text: str) -> tuple[str, object]:
     except tomllib.TOMLDecodeError:
         parsed = value
     return key.strip(), parsed
+
+
+
+class GpuRequest(NamedTuple):
+    """What the cells of one metric × evaluation ask of the cluster: ``gpus`` per task (actor), set by
+    ``setting`` (``num_gpus`` of a table, or ``[run] gpus_per_cell``)."""
+
+    metric: str
+    evaluation: str
+    gpus: float
+    setting: str = "num_gpus"
+
+
+def _gpus(n: float) -> str:
+    return f"{n:g} GPU" if n == 1 else f"{n:g} GPUs"
+
+
+def gpu_problem(requests: list[GpuRequest], device: str, cluster_resources: dict, nodes: list[dict]) -> str | None:
+    """Why the Ray cluster described by ``cluster_resources`` (``ray.cluster_resources()``) and ``nodes``
+    (``ray.nodes()``) cannot run a grid whose metric × evaluation pairs make ``requests``, on ``device``;
+    ``None`` if it can.
+
+    A task runs on one node, so a request must fit the GPUs of the largest live node, not only the
+    cluster's total. The largest request is named (the first in config order on a tie). ``device =
+    "cuda"`` needs a GPU somewhere in the cluster."""
+    total = float(cluster_resources.get("GPU", 0) or 0)
+    largest = max((float((n.get("Resources") or {}).get("GPU", 0) or 0) for n in nodes if n.get("Alive", True)),
+                  default=total)
+    asking = [(r.gpus, -i, GpuRequest(*r)) for i, r in enumerate(requests) if r[2] > 0]
+    if asking:
+        request = max(asking)[2]
+        what = f"metric {request.metric!r} × evaluation {request.evaluation!r} asks for {_gpus(request.gpus)} per task"
+        if request.gpus > total:
+            fix = "0" if total == 0 else f"{total:g} or less"
+            return (f"{what}; the Ray cluster has {_gpus(total)} (start Ray on a GPU node or set "
+                    f"{request.setting} = {fix})")
+        if request.gpus > largest:
+            return (f"{what}; the Ray cluster has {_gpus(total)} but at most {_gpus(largest)} on one node, and a "
+                    f"task runs on one node (set {request.setting} = {largest:g} or less)")
+    if str(device).startswith("cuda") and total == 0:
+        return (f"[run] device = {device!r} but the Ray cluster has 0 GPUs (start Ray on a GPU node or set "
+                "device = \"auto\")")
+    return None
+
+
+def check_gpus(requests: list[GpuRequest], device: str) -> None:
+    """Raise a one-line :class:`SuiteError` if the connected Ray cluster cannot hold ``requests`` (see
+    :func:`gpu_problem`): Ray would keep such actors pending forever."""
+    import ray
+
+    problem = gpu_problem(requests, device, ray.cluster_resources(), ray.nodes())
+    if problem:
+        raise SuiteError(problem)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from jobs.shards import SampleRange, Shard
 from suite.cell import Cell
 from suite.evaluate import evaluate
+from suite.types import THREATS
 
 #: built metrics kept per process (a deep metric holds hundreds of MB: keep the cache small)
 METRIC_CACHE_SIZE = 4
@@ -63,8 +64,10 @@ def build_attack(kind: str, name: str, options: dict[str, Any], *, norm: str, ep
     """The 2AFC attack of an ``attack`` or ``minnorm`` cell, or the distance attack of a ``distance`` cell."""
     import attacks
 
-    if kind == "distance":
-        return attacks.load_distance(name, norm=norm, eps=eps, seed=seed, **options)
+    if kind == "distance":  # the options of its bound (suite/config.py) are not the attack's
+        from suite.config import split_distance_options
+
+        return attacks.load_distance(name, norm=norm, eps=eps, seed=seed, **split_distance_options(options)[0])
     return attacks.load(name, norm=norm, eps=eps, threat=threat, seed=seed, **options)
 
 
@@ -73,7 +76,7 @@ def attack_of(cell: Cell):
     if cell.kind not in ("attack", "distance", "minnorm"):
         return None
     return build_attack(cell.kind, cell.attack_name, cell.attack_options, norm=cell.norm, eps=cell.eps,
-                        threat=cell.threat or "ref", seed=cell.seed)
+                        threat=cell.threat if cell.threat in THREATS else "ref", seed=cell.seed)
 
 
 def run_cell(cell: Cell, *, device: str = "auto", on_batch: Callable[[int, int], None] | None = None) -> list[dict]:
@@ -89,7 +92,14 @@ def run_shard(shard: Shard, *, device: str = "auto") -> list[dict]:
     cell = shard.cell
     metric = build_metric(cell.metric_name, cell.metric_options)
     dataset = cached_dataset(cell.dataset, cell.dataset_options, cell.split, cell.limit)
-    return evaluate(cell, metric, SampleRange(dataset, shard.start, shard.stop), attack_of(cell), device=device)
+    return evaluate(cell, metric, sample_range(dataset, shard.start, shard.stop), attack_of(cell), device=device)
+
+
+def sample_range(dataset, start: int, stop: int):
+    """Samples (queries) ``[start, stop)`` of a dataset; a retrieval shard keeps the whole gallery."""
+    if getattr(dataset, "task", "2afc") == "retrieval":
+        return dataset.sample_range(start, stop)
+    return SampleRange(dataset, start, stop)
 
 
 __all__ = ["attack_of", "build_attack", "build_dataset", "build_metric", "cached_dataset", "run_cell", "run_shard"]

@@ -7,12 +7,17 @@ share. It receives a :class:`~jobs.shards.Shard` (a small frozen cell and a samp
 and returns the shard's rows; nothing large travels or is captured.
 
 The :class:`WorkerPool` (driver side) keeps at most ``slots`` actors, one metric each.
-An actor gets shards only once its metric is loaded, so an actor that cannot be placed
-(more slots than the cluster has room for, or a node lost) holds no work. A free actor
-takes the next shard of its metric; when its metric has none left while other shards
-wait, it is retired, which frees its resources for an actor of a metric that has work.
-Metrics share the slots (a new actor goes to the waiting metric with the fewest actors),
-so an actor is replaced only when its metric is finished.
+Actors are keyed by (metric, GPU share): every actor holds the pool's CPUs and the GPU
+share its shards were submitted with (a cell's share, ``suite.config.gpu_share``: the
+evaluation's ``num_gpus``, else the metric's, else ``[run] gpus_per_cell``), so two
+evaluations of one metric that ask for different GPU shares run on different actors; in
+what follows "metric" means such a (metric, GPU share) group. An actor gets shards only
+once its metric is loaded, so an actor that cannot be placed (more slots than the cluster
+has room for, or a node lost) holds no work. A free actor takes the next shard of its
+metric; when its metric has none left while other shards wait, it is retired, which frees
+its resources for an actor of a metric that has work. Metrics share the slots (a new actor
+goes to the waiting metric with the fewest actors), so an actor is replaced only when its
+metric is finished.
 Failures:
 
 - an *application error* (the shard's code raised) comes back as an :class:`Outcome`
@@ -92,9 +97,9 @@ class _Actor:
     shard: Shard | None = None
 
 
-def group_of(shard: Shard) -> str:
-    """Shards of one metric (name and options) share actors."""
-    return json.dumps([shard.cell.metric_name, shard.cell.metric_options], sort_keys=True, default=str)
+def group_of(shard: Shard, gpus: float = 0.0) -> str:
+    """Shards of one metric (name and options) that ask for the same GPU share share actors."""
+    return json.dumps([shard.cell.metric_name, shard.cell.metric_options, float(gpus)], sort_keys=True, default=str)
 
 
 def is_system_failure(err: BaseException) -> bool:
@@ -109,15 +114,18 @@ def is_system_failure(err: BaseException) -> bool:
 
 
 class WorkerPool:
-    """At most ``slots`` :class:`ShardWorker` actors fed from one queue of shards per metric."""
+    """At most ``slots`` :class:`ShardWorker` actors fed from one queue of shards per (metric, GPU share).
+
+    Each actor holds ``cpus`` CPUs (its torch threads: their floor, at least 1) and the GPU share of its
+    queue: the one given to :meth:`submit`, else ``gpus``."""
 
     def __init__(self, *, slots: int, cpus: float, gpus: float, device: str, max_retries: int):
         import ray
 
         self.slots, self.device, self.max_retries = slots, device, max_retries
+        self.cpus, self.gpus = cpus, gpus
         self.threads = max(1, math.floor(cpus))
-        self._remote = ray.remote(ShardWorker).options(num_cpus=cpus, num_gpus=gpus, max_restarts=0,
-                                                        max_task_retries=0)
+        self._class = ray.remote(ShardWorker)
         self.queues: OrderedDict[str, deque[Shard]] = OrderedDict()
         self.actors: list[_Actor] = []
         self.failures: dict[tuple, int] = {}
@@ -127,8 +135,9 @@ class WorkerPool:
         #: what each actor's :meth:`ShardWorker.load` returned (pid, node, load seconds, threads)
         self.loads: list[dict[str, Any]] = []
 
-    def submit(self, shard: Shard) -> None:
-        self.queues.setdefault(group_of(shard), deque()).append(shard)
+    def submit(self, shard: Shard, gpus: float | None = None) -> None:
+        """Queue ``shard`` for an actor of its metric holding ``gpus`` GPUs (default: the pool's ``gpus``)."""
+        self.queues.setdefault(group_of(shard, self.gpus if gpus is None else gpus), deque()).append(shard)
 
     def drop(self, cell_key: str) -> None:
         """Forget the waiting shards of a cell and ignore what its running shards return."""
@@ -192,8 +201,9 @@ class WorkerPool:
         return min(short)[2] if short else None
 
     def _start(self, group: str) -> None:
-        name, options = json.loads(group)
-        handle = self._remote.remote(name, options, self.device, self.threads)
+        name, options, gpus = json.loads(group)
+        remote = self._class.options(num_cpus=self.cpus, num_gpus=gpus, max_restarts=0, max_task_retries=0)
+        handle = remote.remote(name, options, self.device, self.threads)
         self.actors.append(_Actor(handle, group, ref=handle.load.remote()))
 
     def _dispatch(self, actor: _Actor, shard: Shard) -> None:
@@ -237,7 +247,7 @@ class WorkerPool:
         self.failures[ident] = attempts = self.failures.get(ident, 0) + 1
         if attempts > self.max_retries:
             return [Outcome(shard, error=err, system=True, attempts=attempts)]
-        self.queues.setdefault(group_of(shard), deque()).appendleft(shard)  # next, on a fresh actor
+        self.queues.setdefault(actor.group, deque()).appendleft(shard)  # next, on a fresh actor of its kind
         self.retried += 1
         return []
 

@@ -10,6 +10,7 @@ from leaderboard.formatting import fmt_eps, fmt_norm
 from leaderboard.html import Context, render
 from leaderboard.markdown import markdown
 from leaderboard.publish import build
+from leaderboard.retrieval import RETRIEVAL_SCHEMA, retrieval_entries, split_tasks
 
-__all__ = ["AGG_SCHEMA", "GROUP", "Context", "aggregate", "build", "describe_cells", "fmt_eps", "fmt_norm",
-           "markdown", "read_store", "render", "text_table"]
+__all__ = ["AGG_SCHEMA", "GROUP", "RETRIEVAL_SCHEMA", "Context", "aggregate", "build", "describe_cells", "fmt_eps",
+           "fmt_norm", "markdown", "read_store", "render", "retrieval_entries", "split_tasks", "text_table"]

@@ -8,7 +8,7 @@ import sys
 import polars as pl
 
 from leaderboard.aggregate import text_table
-from leaderboard.publish import COMPANIONS, build
+from leaderboard.publish import COMPANIONS, build, retrieval_csv_path
 from suite.errors import SuiteError
 
 
@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {html_path}")
     print(f"wrote {', '.join(str(html_path.with_suffix(s)) for s in COMPANIONS)}")
+    if retrieval_csv_path(html_path).is_file():
+        print(f"wrote {retrieval_csv_path(html_path)} (copy detection)")
     print(text_table(pl.read_parquet(parquet_path)))
     return 0
 

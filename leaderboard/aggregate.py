@@ -18,9 +18,10 @@ from leaderboard.cells import CELL_SCHEMA
 from leaderboard.formatting import fmt_eps, fmt_norm, fmt_num
 from leaderboard.headline import headline_tables
 from leaderboard.intervals import bootstrap_interval
+from leaderboard.retrieval import split_tasks
 from leaderboard.standards import canonical
 from suite.errors import SuiteError
-from suite.invariants import exceeds_bound
+from suite.invariants import exceeds_bound, probabilistic_bound
 from suite.schema import KINDS
 
 GROUP = ["metric", "metric_id", "dataset", "dataset_fp", "split", "kind", "attack", "attack_options",
@@ -63,8 +64,10 @@ HEADLINE_THREAT = "ref"
 
 
 def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Aggregate per-sample rows by :data:`GROUP`; ``cells``: :func:`leaderboard.cells.describe_cells`
-    of the cells that wrote them (without it, options and fingerprints are unknown: ``""``).
+    """Aggregate per-sample 2AFC rows by :data:`GROUP`; ``cells``: :func:`leaderboard.cells.describe_cells`
+    of the cells that wrote them (without it, options and fingerprints are unknown: ``""``). Retrieval
+    rows among ``rows`` are left out here (:func:`leaderboard.retrieval.split_tasks`, the one place that
+    tells the tasks apart) and aggregated by :func:`leaderboard.retrieval.retrieval_entries`.
 
     Columns (see :data:`AGG_SCHEMA`):
 
@@ -88,10 +91,12 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
       real robustness the metric's own certificate proves;
     - ``distance_mean``, ``distance_max``: distance ``reached`` by the distance attack,
       ``bound_mean``: mean certified upper ``bound`` (``distance`` rows only);
-    - ``over_bound``: distance rows whose reached distance exceeds their bound by more
+    - ``over_bound``: distance rows whose reached distance exceeds their exact bound by more
       than float round-off (:func:`suite.invariants.exceeds_bound`; must be 0: anything
       else means a certificate or an attack is wrong), ``over_bound_roundoff``: those
-      above it by no more than round-off;
+      above it by no more than round-off. A center-smoothing bound (``bound_alpha > 0``)
+      may fail on a fraction α of the rows by design: its rows are counted in neither, and
+      :func:`suite.invariants.check_invariants` tests their count per cell;
     - ``seconds``: total wall time; ``cells``: distinct cells; ``suite_version``: the
       suite versions that wrote the rows, comma separated; ``finished_at``: when the
       last of its cells finished.
@@ -106,7 +111,10 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
     missing = [c for c in _NEEDED if c not in rows.columns]
     if missing:
         raise SuiteError(f"leaderboard: rows lack column(s) {', '.join(missing)}; expected store rows (ROW_SCHEMA)")
-    rows = _with_tightness(_with_cells(rows.select(_NEEDED), cells))
+    rows, _ = split_tasks(rows)  # 2AFC only: retrieval rows have their own table (leaderboard/retrieval.py)
+    if "bound_alpha" not in rows.columns:  # rows from before the column: every bound is exact
+        rows = rows.with_columns(bound_alpha=pl.lit(None, dtype=pl.Float64))
+    rows = _with_tightness(_with_cells(rows.select(*_NEEDED, "bound_alpha"), cells))
     cost = rows.group_by(GROUP).agg(
         pl.col("seconds").sum().alias("seconds"),
         pl.col("cell").n_unique().alias("cells"),
@@ -120,6 +128,7 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
         cost = pl.concat([cost, union_cost], how="vertical_relaxed")
     certified = pl.col("kind") == "certified"
     distance = pl.col("kind") == "distance"
+    exact = distance & ~probabilistic_bound()
     minnorm = pl.col("kind") == "minnorm"
     out = rows.group_by(GROUP).agg(
         *(pl.col(c).first() for c in _SETTING),
@@ -134,8 +143,8 @@ def aggregate(rows: pl.DataFrame, cells: pl.DataFrame | None = None) -> pl.DataF
         pl.when(distance).then(pl.col("reached")).mean().alias("distance_mean"),
         pl.when(distance).then(pl.col("reached")).max().alias("distance_max"),
         pl.when(distance).then(pl.col("bound")).mean().alias("bound_mean"),
-        (distance & exceeds_bound()).sum().alias("over_bound"),
-        (distance & (pl.col("reached") > pl.col("bound")).fill_null(False) & ~exceeds_bound())
+        (exact & exceeds_bound()).sum().alias("over_bound"),
+        (exact & (pl.col("reached") > pl.col("bound")).fill_null(False) & ~exceeds_bound())
         .sum().alias("over_bound_roundoff"),
     ).join(cost, on=GROUP, how="left")
     intervals = [bootstrap_interval(scores) for scores in out["_scores"].to_list()]

@@ -112,9 +112,19 @@ def _own(spec: dict) -> dict[str, Any]:
                 "nonstandard": ""}
     if spec.get("kind") not in ATTACK_KINDS:
         return {"dataset_fp": fp, "attack_options": "", "options_label": "", "standard": None, "nonstandard": ""}
-    found = setting(str(spec.get("attack_name") or spec.get("attack") or ""), spec.get("attack_options"))
-    return {"dataset_fp": fp, "attack_options": found.key(),
-            "options_label": fmt_options(found.changed) if found.changed else "defaults",
+    options, bound = spec.get("attack_options"), {}
+    if spec.get("kind") == "distance":  # the options of its bound are not the attack's (suite/config.py)
+        from suite.config import split_distance_options
+
+        options, bound = split_distance_options(options)
+    found = setting(str(spec.get("attack_name") or spec.get("attack") or ""), options)
+    label = fmt_options(found.changed) if found.changed else "defaults"
+    if bound:  # center smoothing: another bound, another entry
+        key = canonical({**found.options, **bound})
+        label += "; center-smoothing bound: " + fmt_options({k: v for k, v in bound.items() if k != "bound"})
+    else:
+        key = found.key()
+    return {"dataset_fp": fp, "attack_options": key, "options_label": label,
             "standard": found.standard, "nonstandard": ", ".join(found.weaker)}
 
 

@@ -21,6 +21,7 @@ from leaderboard.formatting import fmt_eps, fmt_norm, fmt_num, fmt_options
 from leaderboard.headline import Column, Row, Table, headline_tables
 from leaderboard.intervals import LEVEL, RESAMPLES, SEED
 from leaderboard.published import Figure, matching
+from leaderboard.retrieval import RetrievalColumn, RetrievalTable, retrieval_tables
 from leaderboard.standards import PAPER_GRADE
 from suite.invariants import BOUND_ATOL, BOUND_RTOL
 
@@ -117,6 +118,8 @@ class Context:
     published: list[Figure] = field(default_factory=list)
     commit: str | None = None
     results: str = ""
+    retrieval: pl.DataFrame | None = None
+    """:func:`leaderboard.retrieval.retrieval_entries` of the store (the copy-detection section); none: no section."""
 
 
 def render(agg: pl.DataFrame, failures: list[dict], *, generated_at: str, generator: str,
@@ -127,6 +130,7 @@ def render(agg: pl.DataFrame, failures: list[dict], *, generated_at: str, genera
     ``context``: counts, provenance, published figures, commit (:class:`Context`)."""
     ctx = replace(context or Context(), failures=failures, not_evaluated=not_evaluated or [])
     tables = headline_tables(agg)
+    copies = retrieval_tables(ctx.retrieval)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -140,10 +144,11 @@ def render(agg: pl.DataFrame, failures: list[dict], *, generated_at: str, genera
         _toc(tables, ctx),
         f'<p class="note">{_EXPLAIN}</p>',
     ]
-    if agg.is_empty():
+    if agg.is_empty() and not copies:
         parts.append("<p><b>No finished cells yet.</b> Run a benchmark config to fill the store.</p>")
     for i, table in enumerate(tables, start=1):
         parts.append(_section(i, table, ctx))
+    parts.append(_copy_detection(copies, ctx))
     parts.append(_provenance(ctx, generated_at, generator))
     parts.append(_not_evaluated(ctx.not_evaluated))
     parts.append(_failures(ctx.failures))
@@ -197,6 +202,8 @@ def _banners(agg: pl.DataFrame, tables: list[Table], ctx: Context) -> str:
 
 def _toc(tables: list[Table], ctx: Context) -> str:
     links = [f'<a href="#table-{i}">{escape(t.title())}</a>' for i, t in enumerate(tables, start=1)]
+    if ctx.retrieval is not None and not ctx.retrieval.is_empty():
+        links.append('<a href="#copy-detection">copy detection</a>')
     links.append('<a href="#provenance">provenance</a>')
     if ctx.not_evaluated:
         links.append('<a href="#not-evaluated">not evaluated</a>')
@@ -481,7 +488,10 @@ def _distance_table(i: int, table: Table, ctx: Context) -> str:
             "metrics). "
             f"A sample is <b>over the bound</b> only when it exceeds its own bound by more than float round-off "
             f"({BOUND_RTOL:g}·|bound| + {BOUND_ATOL:g}, the tolerance of suite/invariants.py); that would mean a "
-            "broken certificate or attack and is shown in red.")
+            "broken certificate or attack and is shown in red. Entries whose options name a center-smoothing "
+            "bound (Kumar &amp; Goldstein 2021) are about the smoothed embedding: reached and bound are distances "
+            "between smoothed embeddings, and the bound holds per sample with probability 1 − α, so they are never "
+            "red; the run's invariant check flags an improbable count of excesses instead.")
     return (f"<h4>Distance attack: d(x, x + δ)</h4>\n<p class=\"meta\">{note}</p>\n"
             f'<div class="scroll"><table class="board" id="distance-{i}">\n<thead><tr>{"".join(head)}</tr></thead>\n'
             "<tbody>\n" + "\n".join(body) + "\n</tbody></table></div>")
@@ -565,6 +575,84 @@ def _published(table: Table, ctx: Context) -> str:
     return ("<h4>Published figures for the same settings</h4>\n<table class=\"plain\"><thead><tr><th>metric</th>"
             "<th>setting</th><th>ours</th><th>reported</th><th>as printed</th><th>source</th></tr></thead><tbody>\n"
             + "\n".join(lines) + "\n</tbody></table>")
+
+
+# copy detection (retrieval)
+
+
+def _copy_detection(tables: list[RetrievalTable], ctx: Context) -> str:
+    """The copy-detection section: one table per (dataset, split), one row per metric (empty without
+    retrieval rows)."""
+    if not tables:
+        return ""
+    parts = ['<section id="copy-detection"><h2>Copy detection</h2>']
+    for i, table in enumerate(tables, start=1):
+        parts.append(_retrieval_table(i, table, ctx))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _retrieval_table(i: int, table: RetrievalTable, ctx: Context) -> str:
+    info = ctx.datasets.get((table.dataset, table.split, table.dataset_fp), {})
+    meta = [f"{len(table.rows)} metric(s)", f"{max((r.n or 0 for r in table.rows), default=0)} queries"]
+    options = fmt_options(info.get("dataset_options") or {})
+    if options:
+        meta.append(f"dataset options: {escape(options)}")
+    if info.get("limit"):
+        meta.append(f"limit {escape(str(info['limit']))}")
+    if table.dataset_fp:
+        meta.append(f"fingerprint <code>{escape(table.dataset_fp)}</code>")
+    parts = [f'<h3 id="retrieval-{i}">{escape(table.title())}</h3>', f'<p class="meta">{" · ".join(meta)}</p>',
+             f'<p class="note">{escape(table.explain())}</p>']
+    if table.smoke:
+        parts.append('<div class="banner"><b>Smoke test:</b> synthetic copies, not a copy-detection benchmark.'
+                     "</div>")
+    best = {c: _best_value([r.entries.get(c) for r in table.rows]) for c in table.columns}
+    head = ['<th class="sticky" data-type="text" data-first="asc">metric</th>']
+    for c in table.columns:
+        budget = f'<span class="sub">{escape(c.budget)}</span>' if c.budget else ""
+        over = sorted({r.entries[c]["attack"] for r in table.rows if c in r.entries and r.entries[c]["attack"]})
+        over_text = (f'<span class="sub">over {escape(", ".join(over))}</span>'
+                     if c.measure == "evasion" and over else "")
+        head.append(f'<th data-type="num">{escape(c.title)}{budget}{over_text}</th>')
+    head.append('<th data-type="num">n</th>')
+    body = []
+    for r in table.rows:
+        cells = [_metric_cell(Row(r.metric, r.metric_id), ctx)]
+        cells += [_retrieval_cell(r.entries.get(c), c, best[c]) for c in table.columns]
+        cells.append(f'<td class="num" data-sort="{r.n or ""}">{r.n or "—"}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append(f'<div class="scroll"><table class="board" id="retrieval-table-{i}">\n'
+                 f'<thead><tr>{"".join(head)}</tr></thead>\n<tbody>\n' + "\n".join(body)
+                 + "\n</tbody></table></div>")
+    parts.append('<p class="meta">n: queries of the natural recall@1. Hover a value for its interval and the rows '
+                 "behind it.</p>")
+    return "\n".join(parts)
+
+
+def _best_value(entries: list[dict | None]) -> float | None:
+    values = [e["value"] for e in entries if e is not None and e["value"] is not None]
+    return max(values) if len(values) > 1 else None
+
+
+def _retrieval_cell(entry: dict | None, column: RetrievalColumn, best: float | None) -> str:
+    if entry is None or entry["value"] is None:
+        return '<td class="na">—</td>'
+    value = entry["value"]
+    klass = " best" if best is not None and abs(value - best) < 1e-9 else ""
+    interval = (f"{fmt_num(entry['ci_low'], 1)}–{fmt_num(entry['ci_high'], 1)}"
+                if entry["ci_low"] is not None else "")
+    unit = "pairs" if column.measure == "collision" else "queries"
+    title = [f"{column.describe()}: {value:.2f}%"]
+    if interval:
+        title.append(f"{int(LEVEL * 100)}% interval {entry['ci_low']:.2f}–{entry['ci_high']:.2f} "
+                     "(bootstrap over queries)")
+    title.append(f"n={entry['n']} {unit} in {entry['cells']} cell(s)")
+    if entry["attack"]:
+        title.append(f"{entry['kind']} rows of {entry['attack']}")
+    ci = f'<span class="ci">{interval}</span>' if interval else ""
+    return (f'<td class="num{klass}" data-sort="{value:.6f}" title="{escape("; ".join(title))}">'
+            f'<span class="v">{value:.2f}</span>{ci}</td>')
 
 
 # provenance, failures, footer

@@ -7,11 +7,16 @@ import polars as pl
 from leaderboard.formatting import fmt_num
 from leaderboard.headline import headline_tables
 from leaderboard.intervals import LEVEL
+from leaderboard.retrieval import RetrievalTable, retrieval_tables
 
 
-def markdown(agg: pl.DataFrame, *, generated_at: str = "", generator: str = "") -> str:
+def markdown(agg: pl.DataFrame, *, generated_at: str = "", generator: str = "",
+             retrieval: pl.DataFrame | None = None) -> str:
     """One Markdown table per (dataset, split): rank, metric, natural, worst case and certified (threat
-    ``ref``) with their 95% intervals, n; ``†`` marks a non-standard evaluation, explained below the table."""
+    ``ref``) with their 95% intervals, n; ``†`` marks a non-standard evaluation, explained below the table.
+    ``retrieval``: :func:`leaderboard.retrieval.retrieval_entries`; when it holds entries, a "Copy detection"
+    section follows with one table per (dataset, split), as on the page."""
+    copies = _copy_detection(retrieval_tables(retrieval))
     out = ["# LipSim robustness suite: leaderboard", ""]
     if generated_at or generator:
         out += [f"Generated {generated_at} by lipsim-suite {generator} from the result store; never edited by hand.",
@@ -20,7 +25,7 @@ def markdown(agg: pl.DataFrame, *, generated_at: str = "", generator: str = "") 
             "per-sample minimum over every attack at that budget; certified: counted only where the certified radius "
             "exceeds ε. Threat model `ref` (only the reference image is perturbed).", ""]
     tables = headline_tables(agg)
-    if not tables:
+    if not tables and not copies:
         return "\n".join(out + ["No finished cells yet.", ""])
     for table in tables:
         out += [f"## {_md(table.title())}", ""]
@@ -52,7 +57,39 @@ def markdown(agg: pl.DataFrame, *, generated_at: str = "", generator: str = "") 
             out.append("")
             out.append(f"{'†' * mark if mark <= 3 else f'†{mark}'} includes non-standard attacks: {_md(why)}")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + copies)
+
+
+def _copy_detection(tables: list[RetrievalTable]) -> list[str]:
+    """The "Copy detection" section's lines: per (dataset, split) its explanation and a table of metric,
+    recall@1, mAP, micro-AP, then per budget recall@1 under evasion, collision resistance and certified
+    recall@1 (percent, 95% interval in brackets), n; no lines without tables."""
+    if not tables:
+        return []
+    out = ["## Copy detection", ""]
+    for table in tables:
+        out += [f"### {_md(table.title())}", "", table.explain(), ""]
+        if table.smoke:
+            out += ["**Smoke test, not a copy-detection benchmark:** synthetic copies; do not cite these figures.",
+                    ""]
+        header = ["metric", *(c.text_label() for c in table.columns), "n"]
+        out.append("| " + " | ".join(_md(h) for h in header) + " |")
+        out.append("| " + " | ".join("---" if h == "metric" else "---:" for h in header) + " |")
+        for row in table.rows:
+            cells = [_md(row.metric)]
+            for column in table.columns:
+                entry = row.entries.get(column)
+                if entry is None or entry["value"] is None:
+                    cells.append("—")
+                    continue
+                text = fmt_num(entry["value"], 2)
+                if entry["ci_low"] is not None:
+                    text += f" ({fmt_num(entry['ci_low'], 1)}–{fmt_num(entry['ci_high'], 1)})"
+                cells.append(text)
+            cells.append(str(row.n or "—"))
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return out
 
 
 def _md(text: str) -> str:

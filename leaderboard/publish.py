@@ -2,7 +2,10 @@
 
 Next to the page (``leaderboard.html``) go its companions, named after it: the aggregated
 entries as ``.parquet``, ``.csv`` and ``.json`` (the JSON adds the counts, provenance and
-published matches), and the headline tables as Markdown (``.md``). Every file is written by
+published matches), and the headline tables as Markdown (``.md``). Retrieval rows (copy
+detection, :mod:`leaderboard.retrieval`) stay out of the 2AFC entries: their table is a section
+of the page and of the Markdown, the JSON's ``retrieval`` list and ``<page>.retrieval.csv``
+(written only when the store holds retrieval rows). Every file is written by
 :func:`suite.atomic.atomic_write`, so a reader never sees half of one.
 """
 
@@ -23,11 +26,21 @@ from leaderboard.html import Context, render
 from leaderboard.markdown import markdown
 from leaderboard.provenance import datasets_provenance, git_commit, metrics_provenance
 from leaderboard.published import PUBLISHED_PATH, load_published
+from leaderboard.retrieval import retrieval_entries, split_tasks
 from suite.atomic import atomic_write
 from suite.errors import SuiteError
 
 #: suffixes of the files :func:`build` writes, next to the page
 COMPANIONS = (".parquet", ".csv", ".json", ".md")
+
+#: suffix of the copy-detection entries' CSV (:data:`leaderboard.retrieval.RETRIEVAL_SCHEMA`), written next to
+#: the page only when the store holds retrieval rows
+RETRIEVAL_CSV = ".retrieval.csv"
+
+
+def retrieval_csv_path(html_path: Path) -> Path:
+    """Where :func:`build` writes the copy-detection entries for the page ``html_path``."""
+    return html_path.with_name(html_path.stem + RETRIEVAL_CSV)
 
 
 def build(results_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
@@ -44,13 +57,15 @@ def build(results_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
     if html_path.suffix.lower() not in (".html", ".htm"):
         raise SuiteError(f"--out must name an .html file (its companions take the same name); got {str(html_path)!r}")
     view = read_store(results_dir)
-    agg = aggregate(view.rows, view.cells)
+    twoafc, retrieval_rows = split_tasks(view.rows)
+    agg = aggregate(twoafc, view.cells)
+    retrieval = retrieval_entries(retrieval_rows, view.cells)
     generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     context = Context(
         damaged=view.damaged, counts=view.counts, metrics=metrics_provenance(view.specs),
         datasets=datasets_provenance(view.specs),
         evaluations=evaluations(view), published=load_published(PUBLISHED_PATH) if PUBLISHED_PATH.is_file() else [],
-        commit=git_commit(), results=str(results_dir),
+        commit=git_commit(), results=str(results_dir), retrieval=retrieval,
     )
     page = render(agg, view.failures, generated_at=generated_at, generator=suite.__version__,
                   not_evaluated=view.not_evaluated, context=context)
@@ -58,7 +73,13 @@ def build(results_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
     atomic_write(paths[".parquet"], agg.write_parquet)
     atomic_write(paths[".csv"], agg.write_csv)
     atomic_write(paths[".json"], _json(agg, view, context, generated_at).encode("utf-8"))
-    atomic_write(paths[".md"], markdown(agg, generated_at=generated_at, generator=suite.__version__).encode("utf-8"))
+    atomic_write(paths[".md"], markdown(agg, generated_at=generated_at, generator=suite.__version__,
+                                        retrieval=retrieval).encode("utf-8"))
+    copies = retrieval_csv_path(html_path)
+    if not retrieval.is_empty():
+        atomic_write(copies, retrieval.write_csv)
+    elif copies.is_file():  # a copy-detection table from an earlier build would disagree with this page
+        copies.unlink()
     atomic_write(html_path, page.encode("utf-8"))
     return paths[".parquet"], html_path
 
@@ -99,6 +120,8 @@ def _json(agg: pl.DataFrame, view: StoreView, context: Context, generated_at: st
         "results": context.results,
         "counts": view.counts,
         "entries": entries,
+        "retrieval": [{k: _finite(v) for k, v in row.items()}
+                      for row in (context.retrieval.iter_rows(named=True) if context.retrieval is not None else [])],
         "metrics": list(context.metrics.values()),
         "datasets": [{"dataset": d, "split": s, "dataset_fp": fp, **v} for (d, s, fp), v in context.datasets.items()],
         "attacks": context.evaluations,
@@ -117,4 +140,4 @@ def _finite(value: Any) -> Any:
     return value
 
 
-__all__ = ["COMPANIONS", "build", "evaluations"]
+__all__ = ["COMPANIONS", "RETRIEVAL_CSV", "build", "evaluations", "retrieval_csv_path"]

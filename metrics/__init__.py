@@ -14,6 +14,7 @@ from metrics import clip  # noqa: E402,F401
 from metrics import dino  # noqa: E402,F401
 from metrics import dists  # noqa: E402,F401
 from metrics import dreamsim  # noqa: E402,F401
+from metrics import hashes  # noqa: E402,F401
 from metrics import lipsim  # noqa: E402,F401
 from metrics import lpips  # noqa: E402,F401
 

@@ -30,6 +30,9 @@ import math
 
 import torch
 
+from suite.errors import SuiteError
+from suite.retrieval import match_mask
+
 
 def _f64(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.detach().flatten(1).to(torch.float64) for t in tensors]
@@ -161,6 +164,98 @@ def distance_bound(f_x, eps: float, lipschitz: float = 1.0, eta=0.0) -> torch.Te
     return torch.where((rho < n) & (n > 0), bound, torch.full_like(bound, 2.0))
 
 
+#: below this squared gap ``‖ĝ* − ĝ_k‖²`` the Gram expansion loses digits; such pairs are recomputed directly
+_NEAR_DUPLICATE_SQ = 1e-6
+
+
+def match_radius(f_query, f_gallery, matches, lipschitz: float = 1.0, eta=0.0) -> torch.Tensor:
+    """Certified ℓ2 radius of a query's *correct* rank-1 match (copy detection), only the query moving.
+
+    Setting. ``f(q)`` ``(B, D)`` are the queries' embeddings, ``g_k = f_gallery[k]``
+    ``(G, D)`` the gallery's (fixed: only the query is perturbed), ``d_k = 1 − cos∠(f(q), g_k)``
+    and ``M`` the query's true originals (``matches``: index tuples, or a ``(B, G)`` bool
+    mask). The query is *correct* when some true original is strictly nearer than every
+    non-match (:func:`suite.retrieval.top1`; a tie is a miss). Let
+    ``g* = argmin_{m ∈ M} d_m`` be the nearest true original, ``u_k = ĝ* − ĝ_k`` for each
+    non-match ``k ∉ M``. Then
+
+        R = (min_{k ∉ M} ⟨f(q), u_k⟩ / ‖u_k‖ − 2·eta) / L,   clipped at 0,
+
+    ``R = 0`` when the query has no true original or its rank-1 item is not one (some
+    ``⟨f(q), u_k⟩ ≤ 0``: nothing to certify) and ``R = +inf`` when every gallery item is a
+    true original (the answer cannot be wrong). A non-match with the direction of ``g*``
+    (``u_k = 0``) is a tie for ever: ``R = 0``.
+
+    Proof. For one non-match ``k`` this is the 2AFC situation of :func:`ref_radius` with
+    candidates ``g*`` and ``g_k``: ``d_k − d* = ⟨f(q)/‖f(q)‖, ĝ* − ĝ_k⟩``, whose sign for
+    ``f(q) ≠ 0`` is that of ``⟨f(q), u_k⟩``, so ``g*`` stays strictly nearer than ``g_k``
+    exactly while the embedding stays strictly on the positive side of the hyperplane
+    ``H_k = {z : ⟨z, u_k⟩ = 0}`` through the origin, at distance ``m_k = ⟨f(q), u_k⟩ / ‖u_k‖``
+    from ``f(q)``. By (F1) a query moved by ``‖δ‖₂ ≤ ε`` has its embedding within
+    ``ρ = Lε + 2·eta`` of the computed ``f(q)`` (the gallery is not perturbed, and its
+    computed embeddings are the ones every decision uses). If ``ε < R`` then
+    ``ρ < m_k`` for *every* non-match at once, so ``g*`` is strictly nearer than every
+    non-match (and the embedding, strictly off each ``H_k``, is not the origin): the
+    rank-1 item is ``g*`` or another true original, a correct answer. Exactness (one
+    true original, ``eta = 0``): the correct set ``⋂_k {⟨z, u_k⟩ > 0}`` is an
+    intersection of open half-spaces, and the distance from a point inside to the
+    complement ``⋃_k {⟨z, u_k⟩ ≤ 0}`` is the smallest distance to one of them,
+    ``min_k m_k``; the point ``f(q) − m_k·û_k`` of ``H_k`` is a tie, a miss. So no larger
+    radius holds for every ``L``-Lipschitz ``f``.
+
+    Several true originals. The correct set is then the union over ``m ∈ M`` of the
+    cones where ``g_m`` beats every non-match; the radius above is the distance to the
+    boundary of the cone of ``g*`` alone, which lies inside the union. It is sufficient
+    (the argument above never needs the other originals) and possibly conservative: a
+    perturbation that leaves ``g*``'s cone into another original's cone keeps the answer
+    correct but is not counted. Any true original could be used; the nearest one is the
+    natural choice (its cone contains ``f(q)`` whenever the answer is correct).
+
+    Computation. ``⟨f(q), ĝ_k⟩`` for all ``k`` is one ``(B, D) @ (D, G)`` product ``P``;
+    ``⟨f(q), u_k⟩ = P[b, *] − P[b, k]`` and
+    ``‖u_k‖² = ‖ĝ*‖² + ‖ĝ_k‖² − 2⟨ĝ*, ĝ_k⟩`` (``= 2 − 2⟨ĝ*, ĝ_k⟩`` for non-zero
+    vectors; a zero vector has ``ĝ = 0``, ``d = 1``, and the argument holds as is), one
+    more ``(B, D) @ (D, G)`` product, all in float64. Where ``‖u_k‖² < 10⁻⁶`` the
+    expansion would lose digits to cancellation, and those (rare) pairs are recomputed
+    from ``u_k`` itself.
+    """
+    (q,) = _f64(f_query)
+    (g,) = _f64(f_gallery)
+    n_query, n_gallery = q.shape[0], g.shape[0]
+    if torch.is_tensor(matches) and matches.dtype == torch.bool:
+        mask = matches.to(q.device)
+    else:
+        mask = match_mask(matches, n_gallery, q.device)
+    if mask.shape != (n_query, n_gallery):
+        raise SuiteError(f"matches {tuple(mask.shape)} must be (queries, gallery) = ({n_query}, {n_gallery})")
+    eta = _per_sample(eta, q)
+    gh = unit(g)
+    has_match = mask.any(1)
+    has_other = (~mask).any(1)
+    radius = torch.zeros(n_query, dtype=torch.float64, device=q.device)
+    if n_query == 0 or n_gallery == 0:
+        return radius
+    proj = q @ gh.T  # ⟨f(q), ĝ_k⟩, (B, G)
+    star = torch.where(mask, proj, torch.full_like(proj, -math.inf)).argmax(1)
+    g_star = gh[star]  # (B, D)
+    rows = torch.arange(n_query, device=q.device)
+    num = proj[rows, star].unsqueeze(1) - proj  # ⟨f(q), ĝ* − ĝ_k⟩
+    sq_norm = gh.pow(2).sum(1)
+    gap_sq = (sq_norm[star].unsqueeze(1) + sq_norm.unsqueeze(0) - 2 * (g_star @ gh.T)).clamp_min(0)
+    near = (gap_sq < _NEAR_DUPLICATE_SQ) & ~mask
+    if bool(near.any()):
+        b, k = near.nonzero(as_tuple=True)
+        u = g_star[b] - gh[k]
+        num[b, k] = (q[b] * u).sum(1)
+        gap_sq[b, k] = u.pow(2).sum(1)
+    gap = gap_sq.sqrt()
+    margin = torch.where(gap > 0, num / gap.clamp_min(1e-300), torch.zeros_like(num))
+    margin = torch.where(mask, torch.full_like(margin, math.inf), margin).amin(1)
+    certified = (margin - 2 * eta) / float(lipschitz)
+    radius = torch.where(has_match & has_other, certified.clamp_min(0), radius)
+    return torch.where(has_match & ~has_other, torch.full_like(radius, math.inf), radius)
+
+
 __all__ = [
     "angle",
     "unit",
@@ -170,4 +265,5 @@ __all__ = [
     "lipsim_repo_radius",
     "all_radius",
     "distance_bound",
+    "match_radius",
 ]

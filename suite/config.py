@@ -8,6 +8,16 @@ Layout (see ``configs/demo.toml`` for a commented example)::
     [[datasets]]               # name, splits, limit, options
     [[evaluations]]            # kind = natural | attack | certified | distance
 
+Resources. Each cell's shards run on Ray actors holding ``[run] cpus_per_cell`` CPUs
+(torch's intra-op threads follow them) and a GPU share: ``num_gpus`` (a number ≥ 0,
+fractions such as ``0.25`` let several actors share one GPU) of the ``[[evaluations]]``
+table if it gives one, else that of the ``[[metrics]]`` table, else ``[run]
+gpus_per_cell`` (default 0): :func:`gpu_share`. E.g. ``num_gpus = 1`` on the DreamSim
+metric for its AutoAttack evaluation, ``num_gpus = 0.25`` on a LipSim certification.
+Resources change where a cell runs, never its results: they are not part of its key.
+A share the Ray cluster cannot hold stops the run before anything is computed
+(``jobs/cluster.py: check_gpus``).
+
 Relative paths in the file (``results``, dataset ``root``, metric ``weights``)
 are resolved against the folder the command runs in, as a user typing them expects.
 """
@@ -33,6 +43,8 @@ class MetricSpec:
     options: dict[str, Any] = field(default_factory=dict)
     #: label of a ``[[train]]`` table whose trained model(s) provide ``weights``
     from_train: str | None = None
+    #: GPUs per actor for this metric's cells (None: ``[run] gpus_per_cell``); see :func:`gpu_share`
+    num_gpus: float | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,13 @@ class EvalSpec:
     threats: tuple[str, ...] = ("ref",)
     #: norm -> budgets (``attack``/``distance``); ``certified`` uses the ``l2`` entry
     eps: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    #: GPUs per actor for this evaluation's cells, before the metric's (None: not given); see :func:`gpu_share`
+    num_gpus: float | None = None
+
+    @property
+    def name(self) -> str:
+        """How messages name the evaluation: its label, else its kind."""
+        return self.label or self.kind
 
 
 @dataclass
@@ -75,6 +94,27 @@ class RunConfig:
     #: how often a shard whose worker died (process or node lost, OOM kill) is run again
     max_retries: int = 2
     source: str = ""
+
+
+def gpu_share(config: RunConfig, metric: MetricSpec, evaluation: EvalSpec) -> float:
+    """GPUs per actor for the cells of ``metric`` × ``evaluation``: the evaluation's ``num_gpus`` if given,
+    else the metric's, else ``[run] gpus_per_cell``."""
+    for share in (evaluation.num_gpus, metric.num_gpus):
+        if share is not None:
+            return share
+    return config.gpus_per_cell
+
+
+def gpu_count(value: Any, what: str) -> float:
+    """A GPU share: a finite number ≥ 0 that Ray can hold (a multiple of 0.0001, Ray's resource unit)."""
+    share = validate.number(value, what, 0)
+    if share and round(share * 10_000) == 0:
+        raise SuiteError(f"{what}: expected a GPU share ≥ 0.0001 (Ray's smallest unit) or 0; got {value!r}")
+    return share
+
+
+def _num_gpus(table: dict, where: str) -> float | None:
+    return None if "num_gpus" not in table else gpu_count(table["num_gpus"], f"{where} num_gpus")
 
 
 def parse_eps(value: Any, where: str) -> float:
@@ -150,6 +190,49 @@ def _smoothing_options(options: dict, where: str) -> None:
     options["chunk"] = validate.integer(options.get("chunk", 256), f"{where} options.chunk", 1)
 
 
+#: what bounds the ``reached`` distance of a distance evaluation (``options.bound``): the metric's own
+#: Lipschitz certificate (the default), or center smoothing (Kumar & Goldstein 2021) of its embedding
+DISTANCE_BOUNDS = ("lipschitz", "smoothing")
+#: options of a distance evaluation that belong to its bound, not to the distance attack
+#: (:func:`split_distance_options`); the rest go to the attack
+DISTANCE_BOUND_OPTIONS = ("bound", "sigma", "n0", "n", "alpha", "delta", "output", "candidates", "chunk")
+#: center smoothing's output distance: "auto" asks the metric (``suite.smoothed.detect_output``)
+DISTANCE_OUTPUTS = ("auto", "cosine", "euclidean")
+
+
+def split_distance_options(options: dict | None) -> tuple[dict, dict]:
+    """``(attack options, bound options)`` of a distance cell: the attack gets only its own
+    (``jobs.tasks.build_attack``), while both stay in the cell's options and so in its key."""
+    options = dict(options or {})
+    bound = {k: options.pop(k) for k in DISTANCE_BOUND_OPTIONS if k in options}
+    return options, bound
+
+
+def _distance_bound_options(options: dict, where: str) -> None:
+    """``options.bound`` of a distance evaluation, checked; for ``"smoothing"`` center smoothing's options
+    completed with the defaults of ``suite.smoothed.center_smoothing_bound`` (``sigma`` required;
+    ``n = 100000``, ``n0 = 10000``, ``alpha = 0.01``, ``delta = 0.05``, ``chunk = 256``, ``candidates``
+    only if given, ``output = "auto"``). ``bound = "lipschitz"`` is the default and leaves no trace,
+    so ``{}`` and ``{bound = "lipschitz"}`` are one cell."""
+    from suite.smoothed import check_center_options
+
+    bound = validate.choice(options.pop("bound", "lipschitz"), DISTANCE_BOUNDS, f"{where} options.bound")
+    given = [k for k in DISTANCE_BOUND_OPTIONS if k in options]
+    if bound == "lipschitz":
+        if given:
+            raise SuiteError(f"{where}: {', '.join('options.' + k for k in given)} only apply with bound = "
+                             "\"smoothing\" (center smoothing); the default bound \"lipschitz\" takes none")
+        return
+    if "sigma" not in options:
+        raise SuiteError(f"{where}: bound \"smoothing\" needs options.sigma (the noise level, e.g. 0.25)")
+    output = validate.choice(options.pop("output", "auto"), DISTANCE_OUTPUTS, f"{where} options.output")
+    try:
+        checked = check_center_options(**{k: options.pop(k) for k in given if k in options})
+    except SuiteError as err:
+        raise SuiteError(f"{where} options: {err}") from None
+    options.update(checked, bound="smoothing", output=output)
+
+
 def _resolve(path: Any, base: Path) -> str:
     p = Path(str(path)).expanduser()
     return str(p if p.is_absolute() else (base / p))
@@ -170,13 +253,14 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
     metrics = []
     for i, t in enumerate(data.get("metrics", [])):
         w = f"{where} [[metrics]] #{i + 1}"
-        _check_keys(t, {"name", "label", "options", "from_train"}, w)
+        _check_keys(t, {"name", "label", "options", "from_train", "num_gpus"}, w)
         if "name" not in t:
             raise SuiteError(f"{w}: missing 'name'")
         options = dict(t.get("options", {}))
         if "weights" in options and options["weights"]:
             options["weights"] = _resolve(options["weights"], base)
-        metrics.append(MetricSpec(str(t.get("label", t["name"])), str(t["name"]), options, t.get("from_train")))
+        metrics.append(MetricSpec(str(t.get("label", t["name"])), str(t["name"]), options, t.get("from_train"),
+                                  num_gpus=_num_gpus(t, w)))
     labels = [m.label for m in metrics]
     if not metrics:
         raise SuiteError(f"{where}: no [[metrics]] given")
@@ -205,13 +289,14 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
     evaluations = []
     for i, t in enumerate(data.get("evaluations", [{"kind": "natural"}])):
         w = f"{where} [[evaluations]] #{i + 1}"
-        _check_keys(t, {"kind", "attack", "label", "options", "threats", "eps"}, w)
+        _check_keys(t, {"kind", "attack", "label", "options", "threats", "eps", "num_gpus"}, w)
         kind = t.get("kind")
         if kind not in KINDS:
             raise SuiteError(f"{w}: kind must be one of {', '.join(KINDS)}; got {kind!r}")
         threats = _str_list(t.get("threats", "ref"), f"{w} threats", THREATS)
+        num_gpus = _num_gpus(t, w)
         if kind == "natural":
-            evaluations.append(EvalSpec("natural"))
+            evaluations.append(EvalSpec("natural", num_gpus=num_gpus))
             continue
         if "eps" not in t:
             raise SuiteError(f"{w}: kind {kind!r} needs eps")
@@ -225,8 +310,10 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
             attack = "" if method == "lipschitz" else method
             if method == "smoothing":
                 _smoothing_options(options, w)
+        if kind == "distance":
+            _distance_bound_options(options, w)
         label = str(t.get("label", attack))
-        evaluations.append(EvalSpec(kind, attack, label, options, threats, eps))
+        evaluations.append(EvalSpec(kind, attack, label, options, threats, eps, num_gpus=num_gpus))
 
     train = data.get("train", [])
     if not isinstance(train, list):
@@ -249,7 +336,7 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
         batch_size=integer("batch_size", 32, 1),
         max_in_flight=integer("max_in_flight", 2, 1),
         cpus_per_cell=number("cpus_per_cell", 1.0, 0),
-        gpus_per_cell=number("gpus_per_cell", 0.0, 0),
+        gpus_per_cell=gpu_count(run.get("gpus_per_cell", 0.0), f"{where} [run] gpus_per_cell"),
         device=str(run.get("device", "auto")),
         worst_case=bool(run.get("worst_case", True)),
         check_invariant=bool(run.get("check_invariant", True)),

@@ -82,18 +82,23 @@ def evaluate(cell: Cell, metric: MetricContract, dataset, attack=None, *, device
 
     ``dataset`` yields :class:`~suite.types.Triplets` from ``batches(batch_size)``;
     ``attack`` is the built attack for ``attack`` and ``distance`` cells, else ``None``.
+    A dataset whose ``task`` is ``retrieval`` is evaluated by :mod:`suite.evaluate_retrieval`.
     ``on_batch(done, total)`` reports progress.
     """
     dev = pick_device(device)
     torch.manual_seed(cell.seed)
     check_metric(metric)
+    if getattr(dataset, "task", "2afc") == "retrieval":
+        from suite.evaluate_retrieval import evaluate_retrieval
+
+        return evaluate_retrieval(cell, metric.to(dev), dataset, attack, device=dev, on_batch=on_batch)
     _check_attack(cell, attack)
     if cell.kind == "certified" and cell.attack_name != SMOOTHING and not metric.certifiable:
         raise SuiteError(f"metric {metric.name!r} has no certificate; a certified cell needs one")
     metric = metric.to(dev)
     constant = {"metric": cell.metric, "metric_id": cell.metric_id, "dataset": cell.dataset, "split": cell.split,
                 "kind": cell.kind, "attack": cell.attack, "threat": cell.threat, "norm": cell.norm,
-                "suite_version": suite.__version__, "cell": cell.key}
+                "task": "2afc", "suite_version": suite.__version__, "cell": cell.key}
     rows: list[dict] = []
     done = 0
     for batch in dataset.batches(cell.batch_size):
@@ -120,7 +125,8 @@ def _rows(batch: Triplets, eps: float, d0=None, d1=None, score=None, radius=None
     """One row per sample of ``batch`` with the per-sample columns (the constant ones come from the cell)."""
     return [{"sample_id": batch.sample_id[i], "judge": float(batch.judge[i]), "eps": float(eps),
              "d0": _value(d0, i), "d1": _value(d1, i), "score": _value(score, i), "radius": _value(radius, i),
-             "reached": _value(reached, i), "bound": _value(bound, i), "passes": _value(passes, i)}
+             "reached": _value(reached, i), "bound": _value(bound, i), "passes": _value(passes, i),
+             "ap": None, "bound_alpha": None, "reached_base": None}
             for i in range(len(batch))]
 
 
@@ -195,6 +201,62 @@ def _ladder(cell: Cell, metric: MetricContract, attack, batch: Triplets) -> list
     return rows
 
 
+def _center_smoothed_distance(cell: Cell, metric: MetricContract, attack, batch: Triplets) -> list[dict]:
+    """Distance rows whose bound is center smoothing's (``options.bound = "smoothing"``; :mod:`suite.smoothed`).
+
+    Center smoothing (Kumar & Goldstein 2021) bounds the distance between *smoothed*
+    embeddings, ``d(f̂(x), f̂(x + δ)) ≤ (1 + β)·R̂ = 3R̂`` for ``‖δ‖₂ ≤ ε`` (β = 2 from the
+    approximate minimum enclosing ball; the factor comes from the triangle inequality of the
+    output distance, the chordal one for ``1 − cos``), with probability ``≥ 1 − α`` per
+    row. Holding it against the base metric's ``d(x, x_adv)`` would compare two different
+    functions, so ``reached`` is the matching smoothed quantity:
+
+    - ``bound``: :func:`~suite.smoothed.center_smoothing_bound` at the cell's ε for the clean
+      image ``x`` (the trivial 2 for ``1 − cos``, ``inf`` for ℓ2, where ``f̂(x)`` abstains or
+      ε is too large for ``n``);
+    - ``reached``: the metric's distance between ``f̂(x)`` (that run's center) and
+      ``f̂(x_adv)``, center smoothing's center step run on the distance attack's ``x_adv``
+      with the same options and its own noise (:func:`~suite.smoothed.smoothed_center`);
+      this is the proof's "same procedure at ``x'``", so ``reached ≤ bound`` fails with
+      probability at most α per row (``x_adv`` comes from the base metric and never sees
+      the noise). Null where ``f̂(x_adv)`` abstains: there is no smoothed embedding there.
+      The attack maximises the base distance, not the smoothed one, so ``reached`` is what
+      its point achieves, a lower estimate of the smoothed worst case;
+    - ``reached_base``: the base ``d(x, x_adv)``; ``bound_alpha``: α; ``passes``: noisy
+      images through the metric at ``x`` and at ``x_adv`` (the attack's are not counted).
+
+    A Lipschitz-certifiable metric gets the same rows (its own bound is the default
+    ``bound = "lipschitz"`` evaluation: the two side by side compare the bounds). A metric
+    without an embedding cannot be center-smoothed: a one-line error before any work.
+    Noise is seeded per sample id (``x``) and per ``"<sample id>|attacked"`` (``x_adv``), so
+    rows do not depend on the batch or the shard.
+    """
+    from suite.config import split_distance_options
+    from suite.smoothed import center_distance, center_smoothing_bound, detect_output, smoothed_center
+
+    if not getattr(metric, "has_embed", False):
+        raise SuiteError(f"cell {cell.describe()}: bound \"smoothing\" (center smoothing) smooths an embedding; "
+                         f"metric {metric.name!r} has none")
+    options = split_distance_options(cell.attack_options)[1]
+    options.pop("bound")
+    output = options.pop("output", "auto")
+    if output == "auto":
+        output = detect_output(metric, batch.ref, batch.x0)
+    x_adv = attack.maximise(metric, batch.ref)
+    with torch.no_grad():
+        base = metric.distance(batch.ref, x_adv)
+    keys = list(batch.sample_id)
+    here = center_smoothing_bound(metric, batch.ref, cell.eps, output=output, seed=cell.seed, keys=keys, **options)
+    options.pop("n", None)
+    there = smoothed_center(metric, x_adv, output=output, seed=cell.seed, keys=[f"{k}|attacked" for k in keys],
+                            **options)
+    reached = center_distance(here.center, there.center, output)
+    rows = _rows(batch, cell.eps, reached=reached, bound=here.bound, passes=(here.forwards + there.forwards).double())
+    for row, base_i, abstained in zip(rows, base.tolist(), there.abstained.tolist()):
+        row.update(reached_base=base_i, bound_alpha=here.alpha, reached=None if abstained else row["reached"])
+    return rows
+
+
 def _evaluate_batch(cell: Cell, metric: MetricContract, attack, batch: Triplets) -> list[dict]:
     if cell.kind == "natural":
         d0, d1, score = _scored(metric, batch)
@@ -213,11 +275,16 @@ def _evaluate_batch(cell: Cell, metric: MetricContract, attack, batch: Triplets)
         radius = attack.radius(metric, batch)
         return _rows(batch, cell.eps, radius=radius)
     if cell.kind == "distance":
+        if cell.attack_options.get("bound") == SMOOTHING:
+            return _center_smoothed_distance(cell, metric, attack, batch)
         x_adv = attack.maximise(metric, batch.ref)
         with torch.no_grad():
             reached = metric.distance(batch.ref, x_adv)
             bound = metric.distance_bound(batch.ref, cell.eps) if metric.certifiable else None
-        return _rows(batch, cell.eps, reached=reached, bound=bound)
+        rows = _rows(batch, cell.eps, reached=reached, bound=bound)
+        for row in rows:  # the metric's own certificate holds exactly (bound_alpha 0)
+            row.update(reached_base=row["reached"], bound_alpha=None if bound is None else 0.0)
+        return rows
     raise SuiteError(f"unknown evaluation kind {cell.kind!r}")
 
 

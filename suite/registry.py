@@ -190,8 +190,9 @@ class Registry:
                     if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and not bound.arguments.get(n)}
         return {k: v for k, v in bound.arguments.items() if k not in variadic}
 
-    def build(self, name: str, expected: type, **options) -> Any:
-        """Call the factory registered as ``name`` with ``options``; check the result is an ``expected``.
+    def build(self, name: str, expected: type | tuple[type, ...], **options) -> Any:
+        """Call the factory registered as ``name`` with ``options``; check the result is an ``expected``
+        (a class, or a tuple of classes as :func:`isinstance` takes).
 
         Options are bound to the factory's signature first, so a misspelt option is
         reported as such (with the accepted ones) instead of as an error from deep inside.
@@ -201,8 +202,9 @@ class Registry:
         self.bind(name, options)
         obj = factory(**options)
         if not isinstance(obj, expected):
-            raise SuiteError(f"{self.kind} {key!r} must build a {expected.__module__}.{expected.__qualname__}; "
-                             f"got {type(obj).__name__}")
+            kinds = expected if isinstance(expected, tuple) else (expected,)
+            names = " or ".join(f"{k.__module__}.{k.__qualname__}" for k in kinds)
+            raise SuiteError(f"{self.kind} {key!r} must build a {names}; got {type(obj).__name__}")
         obj.name = key
         return obj
 

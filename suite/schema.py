@@ -19,10 +19,32 @@ One row per sample per cell (per budget for kinds that evaluate several), DESIGN
 - ``reached``: ``d(x, x + δ)`` reached by the distance attack, and ``bound``: the
   certified upper bound on it for ``‖δ‖₂ ≤ eps`` (``distance`` rows; ``bound`` is null
   when the metric has no certificate);
+- ``bound_alpha`` (optional): how the row's ``bound`` holds, which says which bound it is.
+  ``0.0``: exactly, the metric's own Lipschitz certificate (``distance_bound``; rows written
+  before this column read null, which means the same). ``α > 0``: with probability at least
+  ``1 − α``, center smoothing (Kumar & Goldstein 2021; the distance evaluation's
+  ``options.bound = "smoothing"``, the only probabilistic bound). Such a row is about the
+  *smoothed* embedding ``f̂``: ``bound`` bounds ``d(f̂(x), f̂(x + δ))`` (the trivial 2 of
+  ``1 − cos``, or ``inf`` for ℓ2, where ``f̂(x)`` abstains or ε is too large for its ``n``),
+  ``reached`` is ``d(f̂(x), f̂(x_adv))`` at the distance attack's point (null where
+  ``f̂(x_adv)`` abstains: no smoothed embedding there), ``passes`` the noisy images both spent;
+- ``reached_base`` (optional): the base metric's ``d(x, x_adv)`` at the distance attack's point,
+  on every ``distance`` row (equal to ``reached`` except on center-smoothing rows);
 - ``seconds``: this sample's share of the wall time of its batch;
 - ``passes``: forward passes (images through the metric) the row's evaluation spent on the
   sample, where counted (randomized smoothing); optional: a row without it reads as null;
+- ``task``: ``2afc`` or ``retrieval`` (optional: a row without it, as every row written before
+  retrieval existed, reads as ``2afc``);
+- ``ap``: the query's average precision (``retrieval`` rows, natural and under evasion; optional);
 - ``suite_version``, ``cell`` (the key of the cell that wrote the row).
+
+Retrieval rows (one per query, :mod:`suite.evaluate_retrieval`) reuse the columns: ``judge``
+is null, ``d0`` is the distance to the query's nearest true match, ``d1`` to its nearest
+non-match, ``score`` is 1 when a true match ranks first (recall@1 per query), ``radius`` the
+certified radius of that match. Collision rows (attack ``collision``) are about a (query,
+target) pair: ``sample_id`` is ``query>target``, ``d0`` the distance to the target, ``d1`` to
+the nearest other gallery item, ``score`` 1 while the target is *not* the first match (the
+metric resisted).
 """
 
 from __future__ import annotations
@@ -51,8 +73,12 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "radius": pl.Float64,
     "reached": pl.Float64,
     "bound": pl.Float64,
+    "bound_alpha": pl.Float64,
+    "reached_base": pl.Float64,
     "seconds": pl.Float64,
     "passes": pl.Float64,
+    "task": pl.String,
+    "ap": pl.Float64,
     "suite_version": pl.String,
     "cell": pl.String,
 }
@@ -64,7 +90,7 @@ KINDS = ("natural", "attack", "worst", "certified", "distance", "minnorm")
 EVALUATION_KINDS = ("natural", "attack", "certified", "distance", "minnorm")
 
 #: columns a row may leave out (they read as null)
-OPTIONAL = ("passes",)
+OPTIONAL = ("passes", "task", "ap", "bound_alpha", "reached_base")
 
 #: columns that identify a row: a null there is a bug in the evaluator, never "no value"
 REQUIRED = ("metric", "metric_id", "dataset", "split", "kind", "attack", "threat", "norm", "eps",

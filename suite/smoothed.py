@@ -12,6 +12,9 @@ only draws Gaussian noise, runs the metric through its contract
 - :func:`center_smoothing_bound`: center smoothing of Kumar & Goldstein (NeurIPS 2021)
   of an embedding metric's ``represent``, with a bound on the distance between the
   smoothed embeddings of ``x`` and ``x + δ``. Returns a :class:`CenterSmoothingResult`.
+  :func:`smoothed_center` runs only its center step (the smoothed embedding ``f̂(x')``
+  of another image, e.g. an attacked one), :func:`center_distance` measures between
+  centers, :func:`detect_output` tells which output distance a metric's own distance is.
 
 Noise is never clamped to ``[0, 1]`` (see :mod:`suite.smoothing`). Both functions are
 deterministic given ``seed`` and ``chunk``: each triplet (each image) draws its noise
@@ -37,6 +40,8 @@ from suite.types import THREATS, MetricContract, Triplets
 Progress = Callable[[int, int], None]
 #: center smoothing's output distances: the metric's distance as a function of the ℓ2 distance it uses
 OUTPUTS = ("cosine", "euclidean")
+#: defaults of center smoothing's options (:func:`center_smoothing_bound`; ``sigma`` has none)
+CENTER_DEFAULTS = {"n": 100_000, "n0": 10_000, "alpha": 0.01, "delta": 0.05, "candidates": None, "chunk": 256}
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,19 @@ class SmoothedResult:
     def certified_score(self, judge: torch.Tensor, eps: float) -> torch.Tensor:
         """Certified 2AFC score at per-image budget ``eps`` (:func:`suite.smoothing.smoothed_certified_score`)."""
         return smoothing.smoothed_certified_score(self.decision, self.radius, judge.cpu(), eps)
+
+
+@dataclass(frozen=True)
+class SmoothedCenter:
+    """Per-image outcome of :func:`smoothed_center`, on the CPU: ``center`` ``(B, D)`` float64 (unit
+    directions for ``cosine``), ``center_radius`` ``r̂``, ``abstained`` bool ``(B,)`` (the center failed
+    its check: ``f̂`` is undefined there), ``forwards`` ``(B,)``."""
+
+    center: torch.Tensor
+    center_radius: torch.Tensor
+    abstained: torch.Tensor
+    forwards: torch.Tensor
+    output: str
 
 
 @dataclass(frozen=True)
@@ -279,12 +297,159 @@ def _check_output(metric, x: torch.Tensor, center: torch.Tensor, output: str) ->
     return got
 
 
+def check_center_options(*, sigma, n=CENTER_DEFAULTS["n"], n0=CENTER_DEFAULTS["n0"],
+                         alpha=CENTER_DEFAULTS["alpha"], delta=CENTER_DEFAULTS["delta"],
+                         candidates=CENTER_DEFAULTS["candidates"], chunk=CENTER_DEFAULTS["chunk"]) -> dict:
+    """Center smoothing's options checked and completed with :data:`CENTER_DEFAULTS` (``candidates`` only
+    when given); every problem is a one-line :class:`SuiteError`. The same checks as
+    :func:`center_smoothing_bound`, so a config is refused before anything runs."""
+    sigma, alpha, chunk = _check_common(sigma, alpha, chunk)
+    n0 = validate.integer(n0, "center smoothing n0", 1)
+    n = validate.integer(n, "center smoothing n", 1)
+    delta = validate.number(delta, "center smoothing delta", 0, above=True)
+    if delta >= 0.5:
+        raise SuiteError(f"center smoothing delta must be in (0, ½); got {delta!r}")
+    m = validate.optional_integer(candidates, "center smoothing candidates", 1)
+    _alphas(n0, alpha, delta, m)
+    out = {"sigma": sigma, "n": n, "n0": n0, "alpha": alpha, "delta": delta, "chunk": chunk}
+    return out if m is None else {**out, "candidates": m}
+
+
+def _alphas(n0: int, alpha: float, delta: float, m: int | None) -> tuple[float, float]:
+    """``(α₁, α₂)``: ``alpha`` less the candidates' miss probability ``(½ − Δ)^m``, halved. Refuses
+    too few candidates and an ``n0`` too small for ``delta`` (``Δ₁ > Δ``), saying which ``n0`` suffices."""
+    extra = (0.5 - delta) ** m if m else 0.0
+    if extra >= alpha:
+        raise SuiteError(f"center smoothing: {m} candidates miss with probability up to {extra:.3g} ≥ alpha "
+                         f"= {alpha:g}; use more candidates or none (all samples)")
+    alpha1 = alpha2 = (alpha - extra) / 2
+    delta1 = smoothing.hoeffding_slack(n0, alpha1 / 2)
+    if delta1 > delta:
+        need = math.ceil(math.log(2 / alpha1) / (2 * delta * delta))
+        raise SuiteError(f"center smoothing: n0 = {n0} gives Δ₁ = {delta1:.3g} > delta = {delta:g}; "
+                         f"use n0 ≥ {need} or a larger delta")
+    return alpha1, alpha2
+
+
+def _check_embedding(metric) -> None:
+    if not getattr(metric, "has_embed", False):
+        raise SuiteError(f"center smoothing smooths an embedding; metric {metric.name!r} has none "
+                         "(its represent is the image itself)")
+
+
+def _seed_keys(keys: Sequence[str] | None, count: int) -> list[str]:
+    """The key each image's noise generator is seeded from: ``keys`` (e.g. sample ids), else the index."""
+    if keys is None:
+        return [str(i) for i in range(count)]
+    if len(keys) != count:
+        raise SuiteError(f"center smoothing: {len(keys)} seed keys for {count} images")
+    return [str(k) for k in keys]
+
+
+def _center_step(metric, xi: torch.Tensor, gen, *, sigma: float, n0: int, m: int | None, chunk: int,
+                 output: str, delta: float, alpha1: float, tick) -> tuple[torch.Tensor, float, bool]:
+    """Steps 1–2 of :func:`center_smoothing_bound` on one image ``(1, 3, H, W)``: ``(ẑ, r̂, accepted)``."""
+    samples = _noisy_outputs(metric, xi, sigma, n0, chunk, gen, output, tick)
+    cands = samples if m is None else _noisy_outputs(metric, xi, sigma, m, chunk, gen, output, tick)
+    j, r_hat = _center(cands, samples, chunk)
+    center = cands[j]
+    check = _noisy_outputs(metric, xi, sigma, n0, chunk, gen, output, tick)
+    inside = int(((check - center[None]).norm(dim=1) <= r_hat).sum())
+    return center, r_hat, smoothing.center_check(inside, n0, delta, alpha1)
+
+
+def center_distance(a: torch.Tensor, b: torch.Tensor, output: str) -> torch.Tensor:
+    """The metric's distance between output-space points ``(B, D)`` row by row (centers of
+    :func:`center_smoothing_bound` / :func:`smoothed_center`): ``1 − cos = ‖â − b̂‖²/2`` for
+    ``cosine`` (the centers are unit directions), ``‖a − b‖`` for ``euclidean``; float64 ``(B,)``."""
+    output = validate.choice(output, OUTPUTS, "center smoothing output")
+    if output == "cosine":
+        return smoothing.cosine_from_chordal(smoothing.chordal_distance(a, b))
+    return (a.to(torch.float64) - b.to(torch.float64)).flatten(1).norm(dim=1)
+
+
+@torch.no_grad()
+def detect_output(metric: MetricContract, x: torch.Tensor, y: torch.Tensor) -> str:
+    """Which of :data:`OUTPUTS` the metric's own distance is, from image pairs ``(x[i], y[i])``.
+
+    ``metric.distance_to(x, represent(y))`` is compared with ``1 − cos`` and with the ℓ2
+    distance of the embeddings (the tolerances of the check in :func:`center_smoothing_bound`);
+    exactly one must match on every pair. Pairs of distinct images tell them apart (``x = y``
+    gives 0 for both). One-line :class:`SuiteError` when neither matches (PSNR: a log of the
+    ℓ2 distance, no distance at all in the triangle-inequality sense) or both do.
+    """
+    _check_embedding(metric)
+    ex, ey = metric.represent(x), metric.represent(y)
+    got = metric.distance_to(x, ey).flatten().to(torch.float64).cpu()
+    found = []
+    for output in OUTPUTS:
+        expected = center_distance(_to_output(ex, output), _to_output(ey, output), output).cpu()
+        if torch.isclose(got, expected, rtol=1e-3, atol=1e-4).all():
+            found.append(output)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise SuiteError(f"center smoothing needs a metric whose distance is 1 − cos or the ℓ2 distance of its "
+                         f"embeddings; metric {metric.name!r} measures neither")
+    raise SuiteError(f"center smoothing cannot tell whether metric {metric.name!r} measures 1 − cos or the ℓ2 "
+                     f"distance on these images; set options.output to one of {', '.join(OUTPUTS)}")
+
+
+@torch.no_grad()
+def smoothed_center(metric: MetricContract, x: torch.Tensor, *, sigma: float, n0: int = CENTER_DEFAULTS["n0"],
+                    alpha: float = CENTER_DEFAULTS["alpha"], delta: float = CENTER_DEFAULTS["delta"],
+                    output: str = "cosine", candidates: int | None = None, seed: int = 0,
+                    chunk: int = CENTER_DEFAULTS["chunk"], keys: Sequence[str] | None = None,
+                    progress: Progress | None = None) -> SmoothedCenter:
+    """The smoothed embedding ``f̂(x)`` of each image: steps 1–2 of :func:`center_smoothing_bound`
+    (``n0`` samples for the center, ``candidates`` more if given, ``n0`` for its check) and nothing else.
+
+    This is "run the same procedure at ``x'``" in the proof of :func:`suite.smoothing.center_bound`:
+    with the same ``sigma``, ``n0``, ``alpha``, ``delta`` and ``candidates`` as the bound at ``x``
+    and independent noise (another ``seed`` or other ``keys``), an accepted center at
+    ``x' = x + δ``, ``‖δ‖₂ ≤ ε``, lies within that bound of ``f̂(x)`` except with probability
+    ``alpha`` (the bound's own failure included), provided ``x'`` does not depend on the noise
+    of either run. Image ``i`` draws from ``sample_seed(seed, keys[i])`` (``keys`` default: the index).
+    """
+    _check_embedding(metric)
+    output = validate.choice(output, OUTPUTS, "center smoothing output")
+    checked = check_center_options(sigma=sigma, n0=n0, alpha=alpha, delta=delta, candidates=candidates, chunk=chunk)
+    sigma, n0, alpha, delta, chunk = (checked[k] for k in ("sigma", "n0", "alpha", "delta", "chunk"))
+    m = checked.get("candidates")
+    alpha1, _ = _alphas(n0, alpha, delta, m)
+    names = _seed_keys(keys, x.shape[0])
+    per_image = n0 + (m or 0) + n0
+    total, done = x.shape[0] * per_image, 0
+
+    def tick(size: int) -> None:
+        nonlocal done
+        done += size
+        if progress:
+            progress(done, total)
+
+    centers, radii, abstained = [], [], []
+    for i in range(x.shape[0]):
+        gen = _generator(x.device, sample_seed(seed, names[i]))
+        center, r_hat, accepted = _center_step(metric, x[i:i + 1], gen, sigma=sigma, n0=n0, m=m, chunk=chunk,
+                                               output=output, delta=delta, alpha1=alpha1, tick=tick)
+        centers.append(center.cpu())
+        radii.append(r_hat)
+        abstained.append(not accepted)
+    return SmoothedCenter(
+        center=torch.stack(centers) if centers else torch.zeros(0, 0, dtype=torch.float64),
+        center_radius=torch.tensor(radii, dtype=torch.float64),
+        abstained=torch.tensor(abstained, dtype=torch.bool),
+        forwards=torch.full((x.shape[0],), per_image, dtype=torch.int64), output=output,
+    )
+
+
 @torch.no_grad()
 def center_smoothing_bound(metric: MetricContract, x: torch.Tensor, eps: float | Sequence[float], *,
-                           sigma: float, n: int = 100_000, n0: int = 10_000, alpha: float = 0.01,
-                           delta: float = 0.05, output: str = "cosine", candidates: int | None = None,
-                           seed: int = 0, chunk: int = 256, progress: Progress | None = None
-                           ) -> CenterSmoothingResult:
+                           sigma: float, n: int = CENTER_DEFAULTS["n"], n0: int = CENTER_DEFAULTS["n0"],
+                           alpha: float = CENTER_DEFAULTS["alpha"], delta: float = CENTER_DEFAULTS["delta"],
+                           output: str = "cosine", candidates: int | None = CENTER_DEFAULTS["candidates"],
+                           seed: int = 0, chunk: int = CENTER_DEFAULTS["chunk"], keys: Sequence[str] | None = None,
+                           progress: Progress | None = None) -> CenterSmoothingResult:
     """Center smoothing (Kumar & Goldstein 2021) of ``metric.represent`` with a bound on the smoothed distance.
 
     The smoothed embedding ``f̂(x)`` is the center of an approximate minimum enclosing
@@ -316,31 +481,18 @@ def center_smoothing_bound(metric: MetricContract, x: torch.Tensor, eps: float |
     at least ``Δ₁ = √(ln(2/α₁)/(2·n0))`` (an error says which ``n0`` suffices).
     ``eps`` may be a sequence (one column per budget, from the same samples; each
     column holds with probability ``1 − alpha`` on its own). Seeds: image ``i`` uses
-    ``sample_seed(seed, str(i))``.
+    ``sample_seed(seed, keys[i])`` (``keys`` default: ``str(i)``, its index).
     """
-    if not getattr(metric, "has_embed", False):
-        raise SuiteError(f"center smoothing smooths an embedding; metric {metric.name!r} has none "
-                         "(its represent is the image itself)")
+    _check_embedding(metric)
     output = validate.choice(output, OUTPUTS, "center smoothing output")
-    sigma, alpha, chunk = _check_common(sigma, alpha, chunk)
-    n0 = validate.integer(n0, "center smoothing n0", 1)
-    n = validate.integer(n, "center smoothing n", 1)
-    delta = validate.number(delta, "center smoothing delta", 0, above=True)
-    if delta >= 0.5:
-        raise SuiteError(f"center smoothing delta must be in (0, ½); got {delta!r}")
-    m = validate.optional_integer(candidates, "center smoothing candidates", 1)
+    checked = check_center_options(sigma=sigma, n=n, n0=n0, alpha=alpha, delta=delta, candidates=candidates,
+                                   chunk=chunk)
+    sigma, n, n0, alpha, delta, chunk = (checked[k] for k in ("sigma", "n", "n0", "alpha", "delta", "chunk"))
+    m = checked.get("candidates")
     single = not isinstance(eps, Sequence)
     budgets = tuple(validate.number(e, "center smoothing eps", 0) for e in ([eps] if single else eps))
-    extra = (0.5 - delta) ** m if m else 0.0
-    if extra >= alpha:
-        raise SuiteError(f"center smoothing: {m} candidates miss with probability up to {extra:.3g} ≥ alpha "
-                         f"= {alpha:g}; use more candidates or none (all samples)")
-    alpha1 = alpha2 = (alpha - extra) / 2
-    delta1 = smoothing.hoeffding_slack(n0, alpha1 / 2)
-    if delta1 > delta:
-        need = math.ceil(math.log(2 / alpha1) / (2 * delta * delta))
-        raise SuiteError(f"center smoothing: n0 = {n0} gives Δ₁ = {delta1:.3g} > delta = {delta:g}; "
-                         f"use n0 ≥ {need} or a larger delta")
+    alpha1, alpha2 = _alphas(n0, alpha, delta, m)
+    names = _seed_keys(keys, x.shape[0])
     levels = [smoothing.center_quantile_level(e, sigma, delta, n, alpha2) for e in budgets]
     trivial = 2.0 if output == "cosine" else math.inf
     per_image = n0 + (m or 0) + n0 + n
@@ -356,14 +508,9 @@ def center_smoothing_bound(metric: MetricContract, x: torch.Tensor, eps: float |
     for i in range(x.shape[0]):
         start = time.perf_counter()
         xi = x[i:i + 1]
-        gen = _generator(x.device, sample_seed(seed, str(i)))
-        samples = _noisy_outputs(metric, xi, sigma, n0, chunk, gen, output, tick)
-        cands = samples if m is None else _noisy_outputs(metric, xi, sigma, m, chunk, gen, output, tick)
-        j, r_hat = _center(cands, samples, chunk)
-        center = cands[j]
-        check = _noisy_outputs(metric, xi, sigma, n0, chunk, gen, output, tick)
-        inside = int(((check - center[None]).norm(dim=1) <= r_hat).sum())
-        accepted = smoothing.center_check(inside, n0, delta, alpha1)
+        gen = _generator(x.device, sample_seed(seed, names[i]))
+        center, r_hat, accepted = _center_step(metric, xi, gen, sigma=sigma, n0=n0, m=m, chunk=chunk,
+                                               output=output, delta=delta, alpha1=alpha1, tick=tick)
         dists = _distances_to(metric, xi, center, sigma, n, chunk, gen, output, tick)
         radii = [smoothing.order_statistic(dists, q) if accepted else math.inf for q in levels]
         bounds = [float(_in_metric_units(smoothing.center_bound(r), output)) if math.isfinite(r) else trivial
@@ -389,5 +536,6 @@ def center_smoothing_bound(metric: MetricContract, x: torch.Tensor, eps: float |
     )
 
 
-__all__ = ["CenterSmoothingResult", "OUTPUTS", "SmoothedResult", "center_smoothing_bound", "certify_smoothed",
-           "sample_seed"]
+__all__ = ["CENTER_DEFAULTS", "CenterSmoothingResult", "OUTPUTS", "SmoothedCenter", "SmoothedResult",
+           "center_distance", "center_smoothing_bound", "certify_smoothed", "check_center_options", "detect_output",
+           "sample_seed", "smoothed_center"]

@@ -106,3 +106,61 @@ class DistanceAttackContract(Protocol):
     eps: float
 
     def maximise(self, metric: MetricContract, x: torch.Tensor) -> torch.Tensor: ...
+
+
+#: the task types a dataset can pose: 2AFC triplets, or retrieval (a gallery and queries)
+TASKS = ("2afc", "retrieval")
+
+
+@dataclass
+class Queries:
+    """A batch of retrieval queries against a fixed gallery.
+
+    ``images``: ``(B, 3, H, W)`` float in ``[0, 1]``. ``matches``: per query, the gallery
+    indices of its true originals (empty for a query that has none, e.g. a distractor
+    query). ``sample_id``: one stable string per query.
+    """
+
+    images: torch.Tensor
+    matches: list[tuple[int, ...]]
+    sample_id: list[str]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def to(self, device: torch.device | str) -> "Queries":
+        return replace(self, images=self.images.to(device))
+
+    def with_images(self, images: torch.Tensor) -> "Queries":
+        return replace(self, images=images)
+
+    def subset(self, index: torch.Tensor) -> "Queries":
+        """The queries at ``index`` (a ``LongTensor`` of batch rows), in that order."""
+        rows = index.tolist()
+        return Queries(self.images[index], [self.matches[i] for i in rows], [self.sample_id[i] for i in rows])
+
+
+@dataclass
+class Gallery:
+    """A retrieval gallery reduced once by a metric: ``ids`` (one per item) and ``reps``
+    (``metric.represent`` of the gallery images, ``(G, ...)``; the images themselves for a
+    metric without an embedding)."""
+
+    ids: list[str]
+    reps: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@runtime_checkable
+class RetrievalAttackContract(Protocol):
+    """A retrieval attack (:mod:`attacks.retrieval`): ``perturb`` moves only the queries, within ε."""
+
+    name: str
+    norm: str
+    eps: float
+    goal: str  # "evasion" | "collision"
+
+    def perturb(self, metric: MetricContract, queries: Queries, gallery: Gallery,
+                targets: torch.Tensor | None = None) -> torch.Tensor: ...

@@ -17,6 +17,7 @@ from metrics.lipsim.resize import resize, resize_operator_norm
 from suite import certify
 from suite.errors import SuiteError
 from suite.registry import register_metric
+from suite.types import Gallery
 
 
 @register_metric("lipsim")
@@ -136,6 +137,23 @@ class LipSimMetric(EmbeddingMetric):
         if threat == "ref":
             return certify.ref_radius(e_ref, e0, e1, lipschitz=lip, eta=eta)
         return certify.all_radius(e_ref, e0, e1, lipschitz=lip, eta=eta)
+
+    @torch.no_grad()
+    def certified_match_radius(self, images: torch.Tensor, gallery: Gallery, matches) -> torch.Tensor:
+        """Per-query ℓ2 radius (in the queries' pixel space) of a correct rank-1 copy-detection match.
+
+        :func:`suite.certify.match_radius` of the queries' embeddings against
+        ``gallery.reps`` (raw LipSim embeddings of the gallery: ``represent`` is
+        ``embed``), only the queries moving; divided by the resize's norm at the queries'
+        size, lowered by ``2η/L`` for float32 error in the query embeddings
+        (``float_slack``). ``matches``: per query, the gallery indices of its true
+        originals. ``(B,)`` float64: 0 where the rank-1 item is not a true original,
+        ``inf`` where every gallery item is one.
+        """
+        self.check_images(images)
+        e = self.embed(images)
+        return certify.match_radius(e, gallery.reps, matches, lipschitz=self.lipschitz(images.shape[-2:]),
+                                    eta=self._eta(e))
 
     @torch.no_grad()
     def distance_bound(self, x: torch.Tensor, eps: float) -> torch.Tensor:

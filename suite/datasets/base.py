@@ -24,6 +24,8 @@ class TwoAFCDataset:
     name: str = ""
     split: str = ""
     image_size: int = 0
+    #: the task it poses (one of :data:`suite.types.TASKS`)
+    task: str = "2afc"
 
     def __len__(self) -> int:
         raise NotImplementedError

@@ -174,3 +174,71 @@ def training_folder(root):
     (root / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5, "val_score": 0.8}\n'
                                         '{"epoch": 2, "loss": 0.4, "val_score": 0.85}\n')
     return root
+
+
+# copy detection (retrieval rows: one per query, task "retrieval"; suite/schema.py)
+
+COPY_EPS = 0.5
+
+
+def retrieval_rows(metric: str, kind: str, scores: list[float], *, ap=None, d0=None, d1=None, radius=None,
+                   attack: str = "", threat: str = "", norm: str = "", eps: float = 0.0, cell: str = "r",
+                   metric_id: str = "w0", dataset: str = "copydays", split: str = "strong",
+                   ids: list[str] | None = None) -> list[dict]:
+    """Retrieval rows shaped like :mod:`suite.evaluate_retrieval`'s: ``judge`` null, ``task`` ``retrieval``."""
+    n = len(scores)
+    rows = rows_for(metric, kind, scores, attack=attack, threat=threat, norm=norm, eps=eps, d0=d0, d1=d1,
+                    radius=radius, cell=cell, metric_id=metric_id, dataset=dataset, split=split,
+                    ids=ids or [f"q{i}" for i in range(n)])
+    for row, value in zip(rows, ap or [None] * n):
+        row.update(judge=None, task="retrieval", ap=value, passes=None)
+    return rows
+
+
+def write_retrieval(store: ResultStore, cell_spec: dict, rows_by_eps: list[tuple[float, dict]], *,
+                    like: dict | None = None) -> str:
+    """Store one retrieval cell: ``rows_by_eps`` lists ``(eps, options of retrieval_rows)``; the rows' columns
+    come from ``like`` (a worst cell: its member's spec, with kind ``worst``) or else ``cell_spec``; returns
+    the cell's key."""
+    key = cell_key(cell_spec)
+    s = like or cell_spec
+    rows = []
+    for eps, options in rows_by_eps:
+        rows += retrieval_rows(s["metric"], s["kind"], attack=s.get("attack", ""), threat=s.get("threat", ""),
+                               norm=s.get("norm", ""), eps=eps, metric_id=s.get("metric_id", "w0"),
+                               dataset=s.get("dataset", "copydays"), split=s.get("split", "strong"), cell=key,
+                               **options)
+    store.write(key, cell_spec, rows)
+    return key
+
+
+def add_retrieval(store: ResultStore) -> ResultStore:
+    """Copy-detection cells on copydays/strong (4 queries) for two metrics, values chosen by hand:
+
+    - ``lipsim``: natural recall@1 3/4, AP 1, 1, 0.5, 0.25 (mAP 0.6875), every query with a match
+      (micro-AP 0.75); evasion ℓ2 0.5: attack rows 2/4, worst rows 1/4; collision ℓ2 0.5: 3/4
+      resisted; certified ℓ2 at 0 (3/4) and 0.5 (1/4);
+    - ``dino``: natural recall@1 1/4, AP 1, 0.5, –, 0.2 (q2 has no true match: mAP 1.7/3,
+      micro-AP 1/3); evasion ℓ2 0.5: attack rows only, 0/4; no certificate.
+    """
+    base = dict(dataset="copydays", split="strong", dataset_fp="fp-copy")
+    lip = dict(metric_id="w-lip", metric_name="lipsim", **base)
+    write_retrieval(store, spec("lipsim", "natural", **lip), [(0.0, dict(
+        scores=[1.0, 1.0, 1.0, 0.0], ap=[1.0, 1.0, 0.5, 0.25], d0=[0.1, 0.2, 0.3, 0.5], d1=[0.4, 0.5, 0.6, 0.45]))])
+    attack = spec("lipsim", "attack", attack="evasion", threat="query", norm="l2", budgets=[COPY_EPS], **lip)
+    akey = write_retrieval(store, attack, [(COPY_EPS, dict(scores=[1.0, 1.0, 0.0, 0.0], ap=[1.0, 0.5, 0.2, 0.1]))])
+    write_retrieval(store, {"kind": "worst", "members": [akey]}, [(COPY_EPS, dict(scores=[1.0, 0.0, 0.0, 0.0]))],
+                    like={**attack, "kind": "worst"})
+    write_retrieval(store, spec("lipsim", "attack", attack="collision", threat="collision", norm="l2",
+                                budgets=[COPY_EPS], **lip),
+                    [(COPY_EPS, dict(scores=[1.0, 1.0, 0.0, 1.0], ids=["q0>g7", "q1>g3", "q2>g9", "q3>g1"]))])
+    write_retrieval(store, spec("lipsim", "certified", threat="query", norm="l2", budgets=[0.0, COPY_EPS], **lip),
+                    [(0.0, dict(scores=[1.0, 1.0, 1.0, 0.0], radius=[0.9, 0.3, 0.2, 0.0])),
+                     (COPY_EPS, dict(scores=[1.0, 0.0, 0.0, 0.0], radius=[0.9, 0.3, 0.2, 0.0]))])
+    dino = dict(metric_id="w-dino", metric_name="dino", **base)
+    write_retrieval(store, spec("dino", "natural", **dino), [(0.0, dict(
+        scores=[1.0, 0.0, 0.0, 0.0], ap=[1.0, 0.5, None, 0.2], d0=[0.2, 0.4, None, 0.5],
+        d1=[0.3, 0.35, 0.3, 0.45]))])
+    write_retrieval(store, spec("dino", "attack", attack="evasion", threat="query", norm="l2", budgets=[COPY_EPS],
+                                **dino), [(COPY_EPS, dict(scores=[0.0, 0.0, 0.0, 0.0]))])
+    return store

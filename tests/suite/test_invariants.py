@@ -97,3 +97,33 @@ def test_a_sample_the_metric_already_gets_wrong_has_minimal_radius_zero_and_brea
 
     # the certificate says the (wrong) decision stays; there was nothing for the attack to flip
     assert check_invariants(pl.DataFrame([row("certified", 0.3), row("minnorm", 0.0)], schema=ROW_SCHEMA)) == []
+
+
+def test_exact_and_center_smoothing_bounds_are_told_apart_by_bound_alpha():
+    from suite.schema import ROW_SCHEMA
+
+    def row(sample, reached, bound, alpha, cell="c"):
+        return {"metric": "m", "metric_id": "i", "dataset": "d", "split": "s", "kind": "distance",
+                "attack": "distance", "threat": "ref", "norm": "l2", "eps": 0.5, "sample_id": sample, "judge": 0.9,
+                "d0": None, "d1": None, "score": None, "radius": None, "reached": reached, "bound": bound,
+                "bound_alpha": alpha, "seconds": 0.0, "suite_version": "0", "cell": cell}
+
+    def frame(rows):
+        return pl.DataFrame(rows, schema=ROW_SCHEMA)
+
+    # exact bounds (Lipschitz: 0, or null in rows written before the column): one excess is a violation
+    for alpha in (0.0, None):
+        problems = check_invariants(frame([row("a", 0.6, 0.5, alpha), row("b", 0.1, 0.5, alpha)]))
+        assert len(problems) == 1 and "beyond the certified bound" in problems[0]
+    # a center-smoothing bound holds with probability 1 − α per row: a few excesses are expected
+    some = [row(f"s{i}", 0.6 if i < 2 else 0.1, 0.5, 0.01) for i in range(100)]
+    assert check_invariants(frame(some)) == []
+    # ... an improbable count per cell is not (P(Binomial(100, 0.01) ≥ 12) < 1e-6)
+    many = [row(f"s{i}", 0.6 if i < 12 else 0.1, 0.5, 0.01) for i in range(100)]
+    problems = check_invariants(frame(many))
+    assert len(problems) == 1 and "center-smoothing bound in 12 of 100 rows" in problems[0]
+    # counted per cell: one excess in each of ten cells of 10 rows is plausible in each (P ≈ 0.096)
+    spread = [row(f"s{i}", 0.6 if i % 10 < 1 else 0.1, 0.5, 0.01, cell=f"c{i // 10}") for i in range(100)]
+    assert check_invariants(frame(spread)) == []
+    # rows without a reached value (the smoothed embedding abstained at the attacked point) are not counted
+    assert check_invariants(frame([row(f"s{i}", None, 0.5, 0.01) for i in range(20)])) == []
