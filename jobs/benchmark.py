@@ -59,7 +59,8 @@ class Summary:
 
 
 def _metric_info(spec, cache: dict) -> tuple:
-    """``(metric id, certifiable, certified threats, random weights)`` of a metric spec, from the process's
+    """``(metric id, certifiable, certified threats, random weights, differentiable, certifies retrieval
+    matches)`` of a metric spec, from the process's
     one build of it. Missing weights raise :class:`MissingWeightsError` (every time, from the cache)."""
     import json
 
@@ -68,7 +69,8 @@ def _metric_info(spec, cache: dict) -> tuple:
         try:
             metric = build_metric(spec.name, spec.options)
             cache[key] = (metric.metric_id(), metric.certifiable, tuple(metric.certified_threats),
-                          bool(getattr(metric, "random_weights", False)))
+                          bool(getattr(metric, "random_weights", False)), bool(metric.differentiable),
+                          metric.certifiable and callable(getattr(metric, "certified_match_radius", None)))
         except MissingWeightsError as err:
             cache[key] = err
         except SuiteError:
@@ -109,6 +111,21 @@ def _attack_goal(ev, norm: str, seed: int, cache: dict) -> str:
         attack = build_attack("attack", ev.attack, ev.options, norm=norm, eps=ev.eps[norm][0], threat="ref",
                               seed=seed)
         cache[key] = getattr(attack, "goal", "2afc")
+    return cache[key]
+
+
+def _needs_gradient(ev, seed: int, cache: dict) -> bool:
+    """Whether the attack of an ``attack``, ``minnorm`` or ``distance`` evaluation back-propagates
+    through the metric (a metric without a gradient is left out of those cells)."""
+    import json
+
+    if ev.kind not in ("attack", "minnorm", "distance"):
+        return False
+    key = ("needs-gradient", ev.kind, ev.attack, json.dumps(ev.options, sort_keys=True, default=str))
+    if key not in cache:
+        norm = next(iter(ev.eps))
+        attack = build_attack(ev.kind, ev.attack, ev.options, norm=norm, eps=ev.eps[norm][0], threat="ref", seed=seed)
+        cache[key] = bool(getattr(attack, "needs_gradient", True))
     return cache[key]
 
 
@@ -177,7 +194,8 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
     datasets = [(ds, split, *_dataset_info(ds.name, ds.options, split, ds.limit, cache)[::2])
                 for ds in config.datasets for split in ds.splits]
     cells, notes = [], []
-    for label, (spec, metric_id, certifiable, threats, random_weights) in metrics.items():
+    for label, (spec, metric_id, certifiable, threats, random_weights, differentiable, matches
+                ) in metrics.items():
         if random_weights:  # every row of a metric with random weights says so in its label
             label = f"{label} (random weights)"
         for ds, split, fp, task in datasets:
@@ -185,9 +203,13 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
                         dataset=ds.name, dataset_options=ds.options, split=split, limit=ds.limit, dataset_fp=fp,
                         seed=config.seed, batch_size=config.batch_size)
             if task == "retrieval":
-                cells.extend(_retrieval_cells(config, base, label, certifiable, notes, cache))
+                cells.extend(_retrieval_cells(config, base, label, matches, differentiable, notes, cache))
                 continue
             for ev in config.evaluations:
+                if not differentiable and _needs_gradient(ev, config.seed, cache):
+                    notes.append(f"{label} has no gradient; {ev.label or ev.kind!r} needs one and is left out "
+                                 "(gradient-free: autoattack with attacks = [\"square\"])")
+                    continue
                 if ev.kind == "attack" and _attack_goal(ev, next(iter(ev.eps)), config.seed, cache) != "2afc":
                     notes.append(f"attack {ev.label!r} attacks retrieval queries; left out on 2AFC dataset {ds.name!r}")
                     continue
@@ -225,8 +247,8 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
     return cells, sorted(set(notes))
 
 
-def _retrieval_cells(config: RunConfig, base: dict, label: str, certifiable: bool, notes: list, cache: dict
-                     ) -> list[Cell]:
+def _retrieval_cells(config: RunConfig, base: dict, label: str, certifiable: bool, differentiable: bool,
+                     notes: list, cache: dict) -> list[Cell]:
     """The cells of one metric on one retrieval split: natural, evasion and collision ladders, and the
     Lipschitz certificate of the top-1 match; what retrieval does not support is left out with a note."""
     cells = []
@@ -239,6 +261,9 @@ def _retrieval_cells(config: RunConfig, base: dict, label: str, certifiable: boo
                 if goal == "2afc":
                     notes.append(f"attack {ev.label!r} attacks 2AFC triplets; left out on retrieval dataset "
                                  f"{base['dataset']!r}")
+                    break
+                if not differentiable and _needs_gradient(ev, config.seed, cache):
+                    notes.append(f"{label} has no gradient; {ev.label!r} needs one and is left out")
                     break
                 cells.append(Cell(kind="attack", attack=ev.label, attack_name=ev.attack, attack_options=ev.options,
                                   threat=RETRIEVAL_THREATS[goal], norm=norm, budgets=tuple(sorted(set(budgets))),

@@ -44,6 +44,41 @@ class _PixelMetric(EmbeddingMetric):
             return super().certified_radius(ref, x0, x1, threat)
         return bisector_radius(ref, x0, x1)
 
+    @torch.no_grad()
+    def certified_match_radius(self, images: torch.Tensor, gallery, matches) -> torch.Tensor:
+        """Exact ℓ2 radius of each query's correct top-1 match when only the query moves.
+
+        The metric is an increasing function of ``‖q − g‖₂``, so the top-1 match is the
+        nearest gallery item in pixel space. Let ``g*`` be the query's nearest true original
+        (``d* = ‖q − g*‖``). ``g*`` stays strictly closer than a non-match ``g_k`` while ``q``
+        stays on its side of their bisecting hyperplane, whose distance from ``q`` is
+        ``(d_k² − d*²) / (2‖g_k − g*‖)`` (:func:`bisector_radius`); the match survives every
+        ``‖δ‖₂ < R`` with ``R`` the minimum over non-matches. ``R`` is exact in ℝⁿ when the
+        query has one original (the ``[0, 1]`` box only hinders the adversary); with several
+        originals, certifying the nearest alone is sufficient and may be conservative.
+        0 when the top-1 is not a true original or the query has none; ``inf`` when every
+        gallery item is a true original.
+        """
+        q = images.flatten(1).double()
+        g = gallery.reps.flatten(1).double().to(q.device)
+        d2 = torch.cdist(q, g).pow(2)
+        out = torch.zeros(q.shape[0], dtype=torch.float64, device=q.device)
+        for b, match in enumerate(matches):
+            if not match:
+                continue
+            positives = torch.tensor(sorted(set(int(k) for k in match)), device=q.device)
+            others = torch.ones(g.shape[0], dtype=torch.bool, device=q.device)
+            others[positives] = False
+            if not bool(others.any()):
+                out[b] = float("inf")
+                continue
+            star = positives[d2[b, positives].argmin()]
+            if not bool(d2[b, star] < d2[b, others].min()):
+                continue  # the top-1 is not a true original: nothing to certify
+            gap = (g[others] - g[star]).norm(dim=1)
+            out[b] = ((d2[b, others] - d2[b, star]) / (2 * gap)).min()
+        return out  # float64: a float32 rounding could overstate the radius
+
 
 @register_metric("l2", aliases=("euclidean",))
 class L2(_PixelMetric):

@@ -35,6 +35,7 @@ import suite
 from suite import retrieval
 from suite.cell import Cell
 from suite.errors import SuiteError
+from suite.schema import OPTIONAL
 from suite.types import Gallery, MetricContract, Queries, RetrievalAttackContract
 
 #: the ``threat`` of a retrieval cell: only the query moves
@@ -203,6 +204,8 @@ def evaluate_retrieval(cell: Cell, metric: MetricContract, dataset, attack=None,
         share = (time.perf_counter() - start) / len(queries)
         for row in batch_rows:
             row.update(constant, seconds=share)
+            for column in OPTIONAL:  # complete rows: every column of ROW_SCHEMA
+                row.setdefault(column, None)
         rows.extend(batch_rows)
         done += len(queries)
         if on_batch:
