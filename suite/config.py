@@ -276,7 +276,7 @@ def parse_config(data: dict, *, source: str = "", base_dir: Path | None = None, 
         options = dict(t.get("options", {}))
         if "root" in options:
             options["root"] = _resolve(options["root"], base)
-        elif data_root is not None and t["name"] in ("nights", "bapps"):
+        elif data_root is not None and t["name"] in ("nights", "bapps", "copydays", "image-pairs"):
             options["root"] = _resolve(data_root, base)
         limit = t.get("limit")
         if limit is not None:

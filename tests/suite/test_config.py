@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from suite.config import load_config, parse_config, parse_eps
@@ -66,3 +68,15 @@ def test_data_root_fills_nights_and_bapps_roots(tmp_path):
     cfg = parse_config(data, data_root="/data/nights")
     assert cfg.datasets[0].options["root"] == "/data/nights"
     assert "root" not in cfg.datasets[1].options
+
+
+def test_every_shipped_config_parses():
+    """The configs in configs/ are read by the same validation a run uses (data roots given where needed)."""
+    root = Path(__file__).resolve().parents[2] / "configs"
+    configs = sorted(root.glob("*.toml"))
+    assert len(configs) >= 7
+    for path in configs:
+        config = load_config(path, data_root="/data")
+        assert config.metrics and config.datasets and config.evaluations, path.name
+    copydays = load_config(root / "copydays.toml", data_root="/data/copydays")
+    assert copydays.datasets[0].options["root"] == "/data/copydays"
