@@ -76,7 +76,7 @@ import polars as pl
 
 from suite.atomic import HOST, TMP_NAME, TMP_PREFIX, atomic_write
 from suite.errors import SuiteError
-from suite.schema import KINDS, ROW_SCHEMA, empty_rows, validate_rows
+from suite.schema import KINDS, OPTIONAL, ROW_SCHEMA, empty_rows, validate_rows
 
 _KEY = re.compile(r"[0-9A-Za-z_-]+")
 _SHARD = re.compile(r"^(?P<start>\d+)-(?P<stop>\d+)-(?P<digest>[0-9a-f]{16})\.parquet$")
@@ -114,7 +114,11 @@ def _parquet_bytes(frame: pl.DataFrame) -> bytes:
 
 
 def _parse(data: bytes) -> pl.DataFrame:
-    return pl.read_parquet(io.BytesIO(data)).select(pl.col(name).cast(dtype) for name, dtype in ROW_SCHEMA.items())
+    """The rows of a cell's parquet with exactly :data:`ROW_SCHEMA`; an optional column the file predates
+    (written before that column existed) reads as null."""
+    frame = pl.read_parquet(io.BytesIO(data))
+    frame = frame.with_columns(pl.lit(None).alias(c) for c in OPTIONAL if c not in frame.columns)
+    return frame.select(pl.col(name).cast(dtype) for name, dtype in ROW_SCHEMA.items())
 
 
 def _problem(data: bytes, meta: dict) -> str | None:

@@ -463,3 +463,21 @@ def test_failures_lists_spec_and_error(tmp_path):
 
 def test_kinds_match_the_design():
     assert KINDS == ("natural", "attack", "worst", "certified", "distance", "minnorm")
+
+
+def test_a_cell_written_before_the_optional_columns_existed_reads_them_as_null(tmp_path):
+    """A store from an older suite (no ``passes``, ``task``, ``ap`` … in its parquet) still reads."""
+    from suite.schema import OPTIONAL
+
+    store = ResultStore(tmp_path)
+    key, spec = spec_with()
+    store.write(key, spec, make_rows(key))
+    old = pl.read_parquet(store.parquet_path(key)).drop(list(OPTIONAL))
+    old.write_parquet(store.parquet_path(key))
+    meta = json.loads(store.json_path(key).read_text())
+    meta["sha256"] = hashlib.sha256(store.parquet_path(key).read_bytes()).hexdigest()
+    store.json_path(key).write_text(json.dumps(meta))
+    assert store.is_done(key)
+    frame = store.read(key)
+    assert frame.schema == pl.Schema(ROW_SCHEMA)
+    assert all(frame[c].null_count() == 3 for c in OPTIONAL)
