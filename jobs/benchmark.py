@@ -471,7 +471,7 @@ def cell_gpus(config: RunConfig, trained: dict[str, Path] | None = None, cache: 
     return shares
 
 
-def run(config: RunConfig, *, address: str | None = None, progress: bool = True) -> Summary:
+def run(config: RunConfig, *, address: str | None = None, progress: bool = True, wait: float = 0.0) -> Summary:
     """Run the whole config: training tables, grid cells, worst case, invariants, leaderboard."""
     start = time.perf_counter()
     summary = Summary(results_dir=config.results_dir)
@@ -482,7 +482,7 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
         from jobs.train.spec import parse_train_tables
 
         specs = parse_train_tables(config.train, config.results_dir)
-    with open_results(config.results_dir):
+    with open_results(config.results_dir, wait):
         store = ResultStore(config.results_dir)
         started = connect(address)
         try:
@@ -502,11 +502,13 @@ def run(config: RunConfig, *, address: str | None = None, progress: bool = True)
     return summary
 
 
-def open_results(path: Path) -> RunLock:
+def open_results(path: Path, wait: float = 0.0) -> RunLock:
     """Check that this run can write the results folder ``path``, create it, and take its lock.
 
-    A path that is a file, a folder this user cannot write, or a folder another run holds is
-    a one-line :class:`SuiteError`, and nothing is written."""
+    A path that is a file, a folder this user cannot write, or a folder another run holds
+    (after waiting up to ``wait`` seconds for it, saying so) is a one-line
+    :class:`SuiteError`, and nothing is written. A run that waited finds the other run's
+    finished cells done and computes only what is left."""
     if path.exists() and not path.is_dir():
         raise SuiteError(f"results path {str(path)!r} is a file, not a folder: give a folder ([run] results or --results)")
     existing = path
@@ -523,7 +525,14 @@ def open_results(path: Path) -> RunLock:
     except OSError as err:
         raise SuiteError(f"cannot create the results folder {str(path)!r} ({err.strerror or err}): give a writable "
                          "folder ([run] results or --results)") from None
-    return ResultStore.lock_of(path).acquire()
+    lock = ResultStore.lock_of(path)
+    try:
+        return lock.acquire()
+    except SuiteError as err:
+        if wait <= 0:
+            raise
+        print(f"waiting up to {wait:g} s: {err}", file=sys.stderr, flush=True)
+    return lock.acquire(wait=wait)
 
 
 def _shutdown() -> None:
@@ -582,7 +591,11 @@ def report(summary: Summary) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster)")
-    parser.add_argument("--data-root", help="root folder for datasets that need one (nights, bapps) when the config gives none")
+    parser.add_argument("--data-root", help="root folder for datasets that need one (nights, bapps, copydays, "
+                        "image-pairs) when the config gives none")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                        help="if another run holds the results folder, wait up to SECONDS for it, then resume "
+                             "from its finished cells (default: 0, stop at once naming the holder)")
     parser.add_argument("--results", help="results folder (default: the config's [run] results, else results/<name>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -601,7 +614,7 @@ INTERRUPTED = "interrupted: finished cells and shards are kept; rerun the same c
 def run_main(args) -> int:
     try:
         config = load_config(args.config, data_root=args.data_root, results_dir=args.results)
-        summary = run(config, address=args.address, progress=not args.no_progress)
+        summary = run(config, address=args.address, progress=not args.no_progress, wait=args.wait)
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -93,7 +93,7 @@ def _certify(args) -> int:
             "evaluations": [{"kind": "natural"}, {"kind": "certified", "threats": args.threat, "eps": args.eps}],
         }
         config = parse_config(data, source="lipsim certify")
-        summary = run(config, address=args.address, progress=not args.no_progress)
+        summary = run(config, address=args.address, progress=not args.no_progress, wait=getattr(args, "wait", 0.0))
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
