@@ -113,6 +113,10 @@ def _leaderboard(args) -> int:
               file=sys.stderr)
         return 2
     parquet, html = build(root, args.out)
+    from leaderboard.publish import damaged_warnings
+
+    for line in damaged_warnings(html):
+        print(line, file=sys.stderr)
     print(text_table(pl.read_parquet(parquet)))
     print(f"leaderboard: {html}\ntable: {parquet} (also {html.with_suffix('.csv').name}, "
           f"{html.with_suffix('.json').name}, {html.with_suffix('.md').name})")

@@ -8,7 +8,7 @@ import sys
 import polars as pl
 
 from leaderboard.aggregate import text_table
-from leaderboard.publish import COMPANIONS, build, retrieval_csv_path
+from leaderboard.publish import COMPANIONS, build, damaged_warnings, retrieval_csv_path
 from suite.errors import SuiteError
 
 
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     except SuiteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for line in damaged_warnings(html_path):
+        print(line, file=sys.stderr)
     print(f"wrote {html_path}")
     print(f"wrote {', '.join(str(html_path.with_suffix(s)) for s in COMPANIONS)}")
     if retrieval_csv_path(html_path).is_file():

@@ -133,6 +133,19 @@ def _json(agg: pl.DataFrame, view: StoreView, context: Context, generated_at: st
     return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False, allow_nan=False, default=str) + "\n"
 
 
+def damaged_warnings(html_path: str | Path) -> list[str]:
+    """One ``warning: …`` line per cell of the page's store that does not verify (read from the page's JSON
+    companion): the page leaves those cells out, and the next ``lipsim run`` computes them again."""
+    data = json.loads(Path(html_path).with_suffix(".json").read_text(encoding="utf-8"))
+    lines = []
+    for cell in data.get("damaged", []):
+        spec = cell.get("spec") or {}
+        what = " ".join(str(spec[k]) for k in ("metric", "dataset", "split", "kind", "attack") if spec.get(k))
+        lines.append(f"warning: damaged cell {cell.get('key')} ({what or 'unknown spec'}): {cell.get('problem')}; "
+                     "left out of the page (rerun `lipsim run` on this config to compute it again)")
+    return lines
+
+
 def _finite(value: Any) -> Any:
     """JSON has no infinity: an infinite radius (no flip found) is written as the string ``"inf"``."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -165,3 +165,17 @@ def test_markdown_of_hand_made_rows():
                                                              eps=0.5)
     md = markdown(aggregate(frame(rows)))
     assert "| 1 | a\\|b | 75.00 (50.0–100.0) | 50.00 (0.0–100.0) | 2 |" in md
+
+
+def test_the_leaderboard_command_warns_about_each_cell_that_does_not_verify(tmp_path, capsys):
+    from jobs.cli import main as cli
+
+    store = fill_store(tmp_path)
+    key = store.keys()[0]
+    store.parquet_path(key).write_bytes(b"not a parquet file")
+    assert cli(["leaderboard", str(tmp_path)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(err) == 1 and err[0].startswith(f"warning: damaged cell {key} (") and "left out of the page" in err[0]
+    store.write(key, json.loads(store.json_path(key).read_text())["spec"], [])  # repaired (no rows): no warning
+    assert cli(["leaderboard", str(tmp_path)]) == 0
+    assert "warning" not in capsys.readouterr().err
