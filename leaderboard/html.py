@@ -217,16 +217,7 @@ def _toc(tables: list[Table], ctx: Context) -> str:
 
 
 def _section(i: int, table: Table, ctx: Context) -> str:
-    info = ctx.datasets.get((table.dataset, table.split, table.dataset_fp), {})
-    options = fmt_options(info.get("dataset_options") or {})
-    samples = max((r.n or 0 for r in table.rows), default=0)
-    meta = [f"{len(table.rows)} metric(s)", f"{samples} samples"]
-    if options:
-        meta.append(f"dataset options: {escape(options)}")
-    if info.get("limit"):
-        meta.append(f"limit {escape(str(info['limit']))}")
-    if table.dataset_fp:
-        meta.append(f"fingerprint <code>{escape(table.dataset_fp)}</code>")
+    meta = _dataset_meta(table, ctx, "samples")
     parts = [f'<section id="table-{i}">', f"<h2>{escape(table.dataset)} · {escape(table.split)}</h2>",
              f'<p class="meta">{" · ".join(meta)}</p>']
     if table.smoke:
@@ -592,9 +583,10 @@ def _copy_detection(tables: list[RetrievalTable], ctx: Context) -> str:
     return "\n".join(parts)
 
 
-def _retrieval_table(i: int, table: RetrievalTable, ctx: Context) -> str:
+def _dataset_meta(table, ctx: Context, unit: str) -> list[str]:
+    """The meta line of a dataset's table: metrics, samples (or queries), options, limit, fingerprint."""
     info = ctx.datasets.get((table.dataset, table.split, table.dataset_fp), {})
-    meta = [f"{len(table.rows)} metric(s)", f"{max((r.n or 0 for r in table.rows), default=0)} queries"]
+    meta = [f"{len(table.rows)} metric(s)", f"{max((r.n or 0 for r in table.rows), default=0)} {unit}"]
     options = fmt_options(info.get("dataset_options") or {})
     if options:
         meta.append(f"dataset options: {escape(options)}")
@@ -602,6 +594,11 @@ def _retrieval_table(i: int, table: RetrievalTable, ctx: Context) -> str:
         meta.append(f"limit {escape(str(info['limit']))}")
     if table.dataset_fp:
         meta.append(f"fingerprint <code>{escape(table.dataset_fp)}</code>")
+    return meta
+
+
+def _retrieval_table(i: int, table: RetrievalTable, ctx: Context) -> str:
+    meta = _dataset_meta(table, ctx, "queries")
     parts = [f'<h3 id="retrieval-{i}">{escape(table.title())}</h3>', f'<p class="meta">{" · ".join(meta)}</p>',
              f'<p class="note">{escape(table.explain())}</p>']
     if table.smoke:
