@@ -83,8 +83,20 @@ class _HashMetric(Metric):
             out[i] = np.asarray(self.hash_one(image)).reshape(-1).astype(bool)
         return torch.from_numpy(out).to(x.device)
 
-    def compare(self, hx: torch.Tensor, hy: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Normalised Hamming distance of two hash tensors, ``(B,)`` in ``like``'s dtype and on its device."""
+    @property
+    def has_embed(self) -> bool:
+        """The hash is the image's embedding: a retrieval query is hashed once against a whole gallery
+        (:func:`suite.retrieval.query_distances`), not once per gallery item."""
+        return True
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`represent`: the hash bits."""
+        return self.represent(x)
+
+    def compare(self, hx: torch.Tensor, hy: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalised Hamming distance of two hash tensors, ``(B,)`` in ``like``'s dtype and on its device
+        (default: the default float dtype, on ``hx``'s device)."""
+        like = hx.new_zeros((), dtype=torch.get_default_dtype()) if like is None else like
         if hy.ndim != 2 or hy.shape[-1] != self.bits:
             raise SuiteError(f"metric {self.name or type(self).__name__!r}: expected hashes (B, {self.bits}) "
                              f"from represent(); got shape {tuple(hy.shape)}")
