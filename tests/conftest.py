@@ -22,7 +22,21 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # Ray Train's PlacementGroupCleaner (one per fit, in this cluster) asks the state API whether the
+        # controller lives. With no address it looks for a cluster on the machine, and where several run (another
+        # test session, a test's own cluster) it may pick one that does not answer: each ask then blocks for ~40 s
+        # and every fit's end waits 12 s for it. This cluster has no dashboard, so the state API cannot answer
+        # anyway; an API address that refuses at once (port 9, which nothing serves) makes each ask fail at once.
+        # Only the cluster's own processes get it (the variable is set while they are started).
+        saved = os.environ.get("RAY_API_SERVER_ADDRESS")
+        os.environ["RAY_API_SERVER_ADDRESS"] = "http://127.0.0.1:9"
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        finally:
+            if saved is None:
+                os.environ.pop("RAY_API_SERVER_ADDRESS", None)
+            else:
+                os.environ["RAY_API_SERVER_ADDRESS"] = saved
     yield ray
     ray.shutdown()
 

@@ -86,21 +86,25 @@ def test_expand_covers_the_grid_and_keys_change_with_weights(tmp_path, cache_dir
     assert ladder.budgets == (0.5, 2.0)  # one cell runs every budget of its (attack, threat, norm)
 
 
-def _run_subprocess(config_path, env):
-    return subprocess.Popen([sys.executable, "-m", "jobs.benchmark", "--config", str(config_path), "--no-progress"],
+def _run_subprocess(config_path, env, address):
+    return subprocess.Popen([sys.executable, "-m", "jobs.benchmark", "--config", str(config_path), "--no-progress",
+                             "--address", address],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_interrupted_run_resumes_only_unfinished_cells(tmp_path, cache_dir, sig):
+def test_interrupted_run_resumes_only_unfinished_cells(ray_cluster, tmp_path, cache_dir, sig):
+    # Both drivers join the session's cluster (a driver of its own would start a Ray cluster, twice per case);
+    # the interrupt hits the driver, the one process that writes the results folder.
     evaluations = [{"kind": "natural"}] + [
-        {"kind": "attack", "attack": "pgd", "label": f"pgd-{eps}", "eps": {"l2": [eps]}, "options": {"steps": 40}}
+        {"kind": "attack", "attack": "pgd", "label": f"pgd-{eps}", "eps": {"l2": [eps]}, "options": {"steps": 20}}
         for eps in (0.25, 0.5, 1.0, 2.0, 4.0)]
     data = small_config(tmp_path, evaluations, metrics=[{"name": "ssim"}], max_in_flight=1)
     path = write_toml(tmp_path / "grid.toml", data)
     env = {**os.environ, "LIPSIM_SUITE_CACHE": str(cache_dir)}
+    address = ray_cluster.get_runtime_context().gcs_address
     cells = tmp_path / "results" / "cells"
-    proc = _run_subprocess(path, env)
+    proc = _run_subprocess(path, env, address)
     deadline = time.time() + 180
     while time.time() < deadline and len(list(cells.glob("*.json"))) < 2:
         time.sleep(0.2)
@@ -110,7 +114,7 @@ def test_interrupted_run_resumes_only_unfinished_cells(tmp_path, cache_dir, sig)
     assert 2 <= len(done_before) < 6, "the run must be interrupted halfway"
     assert not [p for p in cells.iterdir() if p.name.startswith(".tmp")]
 
-    second = _run_subprocess(path, env)
+    second = _run_subprocess(path, env, address)
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
     computed, skipped = map(int, __import__("re").search(r"(\d+) computed, (\d+) already done", out).groups())

@@ -75,6 +75,25 @@ def env_with(cache_dir, *paths) -> dict:
     return env
 
 
+#: rows of the undisturbed in-process run of each cell (by cell key), computed once per process
+_UNDISTURBED: dict[str, pl.DataFrame] = {}
+
+
+def undisturbed_rows(cell) -> pl.DataFrame:
+    """The rows of ``cell`` from an in-process run on one thread (tiny tensors: a second OpenMP thread only
+    spins against the other processes of a 2-core machine), computed once per cell and kept."""
+    import torch
+
+    if cell.key not in _UNDISTURBED:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _UNDISTURBED[cell.key] = validate_rows(run_cell(cell, device="cpu"))
+        finally:
+            torch.set_num_threads(threads)
+    return _UNDISTURBED[cell.key]
+
+
 def differences(config: dict) -> list[str]:
     """The cells whose stored rows are not those of an undisturbed in-process run (a row missing, one twice,
     another value); runs where the config's metric is registered."""
@@ -83,7 +102,7 @@ def differences(config: dict) -> list[str]:
     wrong = []
     for cell in expand(parsed)[0]:
         rows = store.read(cell.key)
-        expected = validate_rows(run_cell(cell, device="cpu"))
+        expected = undisturbed_rows(cell)
         if not (rows.select("sample_id", "eps").is_unique().all() and rows.select(VALUES).equals(expected.select(VALUES))):
             wrong.append(cell.describe())
     return wrong
@@ -138,9 +157,12 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_runs_again(tmp_path
 
 def test_killing_a_worker_node_mid_grid_loses_no_row_and_duplicates_none(tmp_path, cache_dir, monkeypatch):
     results = tmp_path / "results"
+    # The kill hits a shard in flight only if the attack shards left after the trigger outlast the kill: at 60 PGD
+    # steps they were done within a few tenths of a second and about every other attempt (35 s each) killed a
+    # node with nothing left to do; at 150 steps they keep both nodes busy for a second or more.
     config = grid(results, {"name": "l2"}, [
         {"kind": "natural"},
-        {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.25, 1.0]}, "options": {"steps": 60}},
+        {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.25, 1.0]}, "options": {"steps": 150}},
     ], shard_size=4, max_in_flight=2, max_retries=3)
     (tmp_path / "grid.json").write_text(json.dumps(config))
     script = textwrap.dedent(f"""
@@ -151,9 +173,10 @@ def test_killing_a_worker_node_mid_grid_loses_no_row_and_duplicates_none(tmp_pat
         from jobs.benchmark import expand, report, run
         from suite.config import parse_config
 
-        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
+        # no dashboard (nothing here reads it; it is the busiest process of a head); both nodes start at once
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0, "include_dashboard": False}})
         try:
-            workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+            workers = [cluster.add_node(num_cpus=1, wait=False) for _ in range(2)]
             cluster.wait_for_nodes()
             config = parse_config(json.load(open({str(tmp_path / "grid.json")!r})))
             # wait for a shard of the slow attack cell: then both nodes are busy with attack shards, so the

@@ -52,6 +52,13 @@ kind = "natural"
                             start_new_session=True)
     try:
         deadline = time.time() + 120
+        # a `ray job submit` before the dashboard listens costs a CLI start-up (seconds) for nothing: wait for its port
+        while time.time() < deadline and head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", dashboard), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
         while True:  # the job agent comes up some seconds after the dashboard
             job = subprocess.run([ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
                                   str(ROOT), "--", "python", "-m", "jobs.benchmark", "--config", str(config),
@@ -62,15 +69,27 @@ kind = "natural"
                 break
             time.sleep(2)
     finally:
+        # SIGTERM reaches every process of the group at once: the GCS goes first, and the raylet, the autoscaler
+        # monitor and `ray start --block` then wait a minute for it to come back instead of exiting, so a long
+        # grace period only delays the SIGKILL that ends them anyway
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=30)
+            head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
         try:
             os.killpg(head.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        # `ray start` wrote its address to Ray's "current cluster" file, which `ray stop` would remove: left there,
+        # every later address look-up on this machine (Ray Train's placement-group cleaner in the session's
+        # cluster, for one) tries the dead head first and hangs
+        from ray._common.utils import reset_ray_address
+        from ray._private.utils import read_ray_address
+
+        current = read_ray_address()
+        if current and current.rsplit(":", 1)[-1] == str(gcs):
+            reset_ray_address()
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "1 computed" in job.stdout
     board = pl.read_parquet(tmp_path / "results" / "leaderboard.parquet")
