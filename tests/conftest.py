@@ -23,11 +23,12 @@ def ray_cluster():
 
     if not ray.is_initialized():
         # Ray Train's PlacementGroupCleaner (one per fit, in this cluster) asks the state API whether the
-        # controller lives. With no address it looks for a cluster on the machine, and where several run (another
-        # test session, a test's own cluster) it may pick one that does not answer: each ask then blocks for ~40 s
-        # and every fit's end waits 12 s for it. This cluster has no dashboard, so the state API cannot answer
-        # anyway; an API address that refuses at once (port 9, which nothing serves) makes each ask fail at once.
-        # Only the cluster's own processes get it (the variable is set while they are started).
+        # controller lives. With no address given, the state API takes the one in Ray's current-cluster file
+        # (/tmp/ray/ray_current_cluster), written by the last `ray start` or test-cluster head on the machine and
+        # left behind when that head is killed: each ask then blocks for ~40 s on a dead GCS and every fit's end
+        # waits 12 s for it. This cluster has no dashboard, so the state API cannot answer anyway; an API address
+        # that refuses at once (port 9, which nothing serves) makes each ask fail at once. Only the cluster's own
+        # processes get it (the variable is set while they are started).
         saved = os.environ.get("RAY_API_SERVER_ADDRESS")
         os.environ["RAY_API_SERVER_ADDRESS"] = "http://127.0.0.1:9"
         try:

@@ -21,3 +21,8 @@ def l2():
 @pytest.fixture
 def conv_metric():
     return ConvEmbedding().eval()
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread(one_thread):
+    """Every attack here runs on tiny tensors (8–32 px images, small nets): one thread, as the metric tests do."""

@@ -93,9 +93,10 @@ def _run_subprocess(config_path, env, address):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_interrupted_run_resumes_only_unfinished_cells(ray_cluster, tmp_path, cache_dir, sig):
-    # Both drivers join the session's cluster (a driver of its own would start a Ray cluster, twice per case);
-    # the interrupt hits the driver, the one process that writes the results folder.
+def test_interrupted_run_resumes_only_unfinished_cells(ray_cluster, tmp_path, cache_dir, capsys, sig):
+    # The interrupted driver joins the session's cluster (a driver of its own would start a Ray cluster first):
+    # the interrupt hits the driver, the one process that writes the results folder. The same command run again
+    # (in this process, on the same cluster) resumes.
     evaluations = [{"kind": "natural"}] + [
         {"kind": "attack", "attack": "pgd", "label": f"pgd-{eps}", "eps": {"l2": [eps]}, "options": {"steps": 20}}
         for eps in (0.25, 0.5, 1.0, 2.0, 4.0)]
@@ -114,9 +115,10 @@ def test_interrupted_run_resumes_only_unfinished_cells(ray_cluster, tmp_path, ca
     assert 2 <= len(done_before) < 6, "the run must be interrupted halfway"
     assert not [p for p in cells.iterdir() if p.name.startswith(".tmp")]
 
-    second = _run_subprocess(path, env, address)
-    out, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err
+    capsys.readouterr()
+    code = cli(["run", str(path), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
     computed, skipped = map(int, __import__("re").search(r"(\d+) computed, (\d+) already done", out).groups())
     assert computed + skipped == 6
     assert skipped >= len(done_before) and computed == 6 - skipped

@@ -99,6 +99,8 @@ def test_a_damaged_done_cell_is_reported_once_and_computed_again(ray_cluster, tm
     good.with_columns(score=1.0 - pl.col("score")).write_parquet(store.parquet_path(natural.key))  # same row count
     capsys.readouterr()
     assert cli(["leaderboard", str(config.results_dir)]) == 0  # a damaged cell never crashes the page
+    page_warnings = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]
+    assert len(page_warnings) == 1 and natural.key in page_warnings[0]  # and the page's command says so
 
     again = run(config, progress=False)
     warnings = [line for line in capsys.readouterr().err.splitlines() if "damaged" in line]

@@ -69,12 +69,12 @@ kind = "natural"
                 break
             time.sleep(2)
     finally:
-        # SIGTERM reaches every process of the group at once: the GCS goes first, and the raylet, the autoscaler
-        # monitor and `ray start --block` then wait a minute for it to come back instead of exiting, so a long
-        # grace period only delays the SIGKILL that ends them anyway
+        # SIGTERM reaches every process of the group at once: the GCS and the dashboard are gone within about two
+        # seconds, but the raylet, the autoscaler monitor and `ray start --block` then wait a minute for the GCS
+        # to come back instead of exiting, so a longer grace period only delays the SIGKILL that ends them anyway
         os.killpg(head.pid, signal.SIGTERM)
         try:
-            head.wait(timeout=5)
+            head.wait(timeout=3)
         except subprocess.TimeoutExpired:
             pass
         try:

@@ -189,19 +189,22 @@ def test_distillation_runs_the_teacher_once_and_lowers_the_rmse(ray_cluster, tmp
     assert (spec.output / DONE_FILE).stat().st_mtime_ns == done
 
 
-def test_killed_finetune_on_two_workers_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, cache_dir):
+def test_killed_finetune_on_two_workers_resumes_from_its_last_checkpoint(ray_cluster, tmp_path, cache_dir, capsys,
+                                                                       monkeypatch):
     import metrics
+    from jobs.train.cli import main as train_cli
 
     output = tmp_path / "ft"
-    # 8 epochs of 5 steps: the run goes on for seconds after its first checkpoint, time enough to kill it
-    command = [
-        sys.executable, "-m", "jobs.train.cli", "finetune", "--name", "ft", "--preset", "tiny",
-        *[f"--model-option={k}={v}" for k, v in TINY_MODEL.items()],
-        "--dataset", "synthetic-2afc", "--dataset-option", "count=160", "--dataset-option", "image_size=32",
+    # 8 epochs of 5 steps (80 triplets, 2 workers × 8): the run goes on for seconds after its first checkpoint,
+    # time enough to kill it
+    arguments = [
+        "finetune", "--name", "ft", "--preset", "tiny", *[f"--model-option={k}={v}" for k, v in TINY_MODEL.items()],
+        "--dataset", "synthetic-2afc", "--dataset-option", "count=80", "--dataset-option", "image_size=32",
         "--val-option", "count=32", "--epochs", "8", "--batch-size", "16", "--lr", "0.001", "--margin", "0.2",
         "--num-workers", "2", "--output", str(output), "--address", ray_cluster.get_runtime_context().gcs_address,
         "--no-progress",
     ]
+    command = [sys.executable, "-m", "jobs.train.cli", *arguments]
     first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     drained = threading.Thread(target=first.stdout.read, daemon=True)
     drained.start()
@@ -216,8 +219,12 @@ def test_killed_finetune_on_two_workers_resumes_from_its_last_checkpoint(ray_clu
     killed_after = {r["epoch"] for r in read_log(output)}
     assert 1 in killed_after and 8 not in killed_after
 
-    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=180)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # the same command again, in this process (already on the cluster: no interpreter and imports to start)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    code = train_cli(arguments)
+    out, err = capsys.readouterr()
+    assert code == 0, out[-3000:] + err[-3000:]
     rows = read_log(output)
     assert [r["epoch"] for r in rows] == list(range(1, 9))
     resumed = [r for r in rows if r["start_epoch"] > 0]
