@@ -19,6 +19,7 @@ from jobs.benchmark import expand, run
 from jobs.cli import main as cli
 from jobs.shards import Shard, spans
 from jobs.tasks import run_cell, run_shard
+from suite.atomic import TMP_PREFIX
 from suite.config import parse_config
 from suite.schema import validate_rows
 from suite.store import ResultStore
@@ -191,6 +192,11 @@ def test_a_read_only_results_folder_ends_in_one_line_and_writes_nothing(tmp_path
         shutil.rmtree(base, ignore_errors=True)
 
 
+def _finished_shards(results):
+    """Shard files in place (pathlib's glob also matches the store's hidden ``.tmp-…`` files being written)."""
+    return [p for p in (results / "shards").glob("*/*.parquet") if not p.name.startswith(TMP_PREFIX)]
+
+
 def test_ctrl_c_ends_with_130_and_the_interrupted_line_never_a_ray_abort(tmp_path, cache_dir):
     """A terminal's Ctrl-C (SIGINT to the driver's whole process group) while shards are in flight."""
     data = grid(tmp_path, shard_size=4)
@@ -206,9 +212,9 @@ def test_ctrl_c_ends_with_130_and_the_interrupted_line_never_a_ray_abort(tmp_pat
                             text=True, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and not any((results / "shards").glob("*/*.parquet")):
+        while time.time() < deadline and not _finished_shards(results):
             time.sleep(0.1)
-        finished = list((results / "shards").glob("*/*.parquet"))
+        finished = _finished_shards(results)
         assert finished, "no shard finished in time"
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
