@@ -22,7 +22,13 @@ def connect(address: str | None = None, worker_logs: bool = False) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and _is_loopback(address):
+        # a cluster started by start_local listens on 127.0.0.1 only: a driver joining it with the multi-machine
+        # switch on resolves itself to the machine's address and waits forever for a raylet there. With the
+        # switch off it joins both that cluster and a `ray start --head` reached through 127.0.0.1.
+        with _single_machine():
+            ray.init(address=address, log_to_driver=worker_logs)
+    elif address:
         ray.init(address=address, log_to_driver=worker_logs)
     else:
         start_local(worker_logs=worker_logs)
@@ -47,6 +53,19 @@ def start_local(num_cpus: int | None = None, worker_logs: bool = False) -> None:
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
                  log_to_driver=worker_logs, _node_ip_address="127.0.0.1",
                  _system_config={"enable_metrics_collection": False})
+
+
+def _is_loopback(address: str) -> bool:
+    """``127.0.0.1:6379``, ``localhost:6379``, ``[::1]:6379`` (a GCS address on this machine's loopback)."""
+    import ipaddress
+
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @contextmanager

@@ -21,6 +21,8 @@ def ray_cluster():
     """A real local Ray cluster shared by every test that needs one (2 CPUs, loopback only)."""
     import ray
 
+    from jobs.cluster import start_local
+
     if not ray.is_initialized():
         # Ray Train's PlacementGroupCleaner (one per fit, in this cluster) asks the state API whether the
         # controller lives. With no address given, the state API takes the one in Ray's current-cluster file
@@ -32,7 +34,7 @@ def ray_cluster():
         saved = os.environ.get("RAY_API_SERVER_ADDRESS")
         os.environ["RAY_API_SERVER_ADDRESS"] = "http://127.0.0.1:9"
         try:
-            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            start_local(num_cpus=2)  # every port on 127.0.0.1, no dashboard, no metrics exporter
         finally:
             if saved is None:
                 os.environ.pop("RAY_API_SERVER_ADDRESS", None)
