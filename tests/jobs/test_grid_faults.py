@@ -3,7 +3,6 @@ a worker killed mid-shard, a worker node killed mid-grid. Also: what a local clu
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -44,6 +43,24 @@ class KillOnce(EmbeddingMetric):
 
     def compare(self, ex, ey):
         return (ex - ey).abs().mean(1)
+
+
+class HoldOnce(KillOnce):
+    """The first embed() anywhere writes its Ray node's id to the marker file and holds its shard (sleeps)
+    until that node is killed; every other call, and the retry, embeds as KillOnce does."""
+
+    def embed(self, x):
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return x.flatten(1)
+        import time
+        import ray
+
+        os.write(fd, ray.get_runtime_context().get_node_id().encode())
+        os.close(fd)
+        time.sleep(120)  # the test kills this node long before
+        raise RuntimeError("the node holding the first shard was not killed")
 '''
 
 
@@ -54,7 +71,7 @@ def plugin(tmp_path: Path) -> Path:
     (site / "kill_once.py").write_text(KILLER)
     (site / "kill_once-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: kill-once\nVersion: 0.1\n")
     (site / "kill_once-0.1.dist-info" / "entry_points.txt").write_text(
-        "[lipsim_suite.metrics]\nkill-once = kill_once:KillOnce\n")
+        "[lipsim_suite.metrics]\nkill-once = kill_once:KillOnce\nhold-once = kill_once:HoldOnce\n")
     return site
 
 
@@ -155,22 +172,23 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_runs_again(tmp_path
     assert len(stored) == 1 and len(stored[0]["error"].splitlines()) == 1
 
 
-def test_killing_a_worker_node_mid_grid_loses_no_row_and_duplicates_none(tmp_path, cache_dir, monkeypatch):
-    results = tmp_path / "results"
-    # The kill hits a shard in flight only if the attack shards left after the trigger outlast the kill: at 60 PGD
-    # steps they were done within a few tenths of a second and about every other attempt (35 s each) killed a
-    # node with nothing left to do; at 150 steps they keep both nodes busy for a second or more.
-    config = grid(results, {"name": "l2"}, [
+def test_killing_a_worker_node_mid_grid_loses_no_row_and_duplicates_none(tmp_path, cache_dir):
+    """The first shard to start (on whichever node) is held until its node is killed: the kill always lands
+    on a shard in flight, which must then run again on another node."""
+    results, marker = tmp_path / "results", tmp_path / "held"
+    config = grid(results, {"name": "hold-once", "options": {"marker": str(marker)}}, [
         {"kind": "natural"},
-        {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.25, 1.0]}, "options": {"steps": 150}},
+        {"kind": "attack", "attack": "pgd", "eps": {"l2": [0.25, 1.0]}, "options": {"steps": 10}},
     ], shard_size=4, max_in_flight=2, max_retries=3)
     (tmp_path / "grid.json").write_text(json.dumps(config))
     script = textwrap.dedent(f"""
-        import json, os, threading, time
+        import json, os, sys, threading, time
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every node on 127.0.0.1
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
         import ray
         from ray.cluster_utils import Cluster
-        from jobs.benchmark import expand, report, run
+        from test_grid_faults import differences
+        from jobs.benchmark import report, run
         from suite.config import parse_config
 
         # no dashboard (nothing here reads it; it is the busiest process of a head); both nodes start at once
@@ -178,45 +196,32 @@ def test_killing_a_worker_node_mid_grid_loses_no_row_and_duplicates_none(tmp_pat
         try:
             workers = [cluster.add_node(num_cpus=1, wait=False) for _ in range(2)]
             cluster.wait_for_nodes()
-            config = parse_config(json.load(open({str(tmp_path / "grid.json")!r})))
-            # wait for a shard of the slow attack cell: then both nodes are busy with attack shards, so the
-            # node killed holds one in flight (the natural cell's shards finish in a blink)
-            attack = next(c.key for c in expand(config)[0] if c.kind == "attack")
-            shards = os.path.join({str(results / "shards")!r}, attack)
+            marker = {str(marker)!r}
 
-            def a_shard_is_finished():
-                return os.path.isdir(shards) and any(os.scandir(shards))
-
-            def kill_one_node_mid_grid():
-                while not a_shard_is_finished():
+            def kill_the_holding_node():
+                while not (os.path.exists(marker) and open(marker).read()):
                     time.sleep(0.05)
-                cluster.remove_node(workers[0], allow_graceful=False)  # the raylet and its workers die
+                node = next(w for w in workers if w.node_id == open(marker).read())
+                cluster.remove_node(node, allow_graceful=False)  # the raylet and its workers die
                 print("KILLED", flush=True)
                 cluster.add_node(num_cpus=1)  # a replacement node joins
 
-            threading.Thread(target=kill_one_node_mid_grid, daemon=True).start()
-            summary = run(config, address=cluster.address, progress=False)
+            threading.Thread(target=kill_the_holding_node, daemon=True).start()
+            config = json.load(open({str(tmp_path / "grid.json")!r}))
+            summary = run(parse_config(config), address=cluster.address, progress=False)
             print("EXIT", report(summary), summary.retried, json.dumps(summary.failed), flush=True)
         finally:
             ray.shutdown()
             cluster.shutdown()
+        print("DIFFERENCES", json.dumps(differences(config)), flush=True)
     """)
-    monkeypatch.setenv("LIPSIM_SUITE_CACHE", str(cache_dir))
-    # Where the scheduler has just moved the killed node's work elsewhere, the kill loses nothing in
-    # flight (retried = 0): every attempt must still end with every row exactly once, and at least one
-    # of three must have lost a shard in flight and run it again.
-    retried = 0
-    for _ in range(3):
-        shutil.rmtree(results, ignore_errors=True)
-        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env_with(cache_dir), capture_output=True,
-                              text=True, timeout=500)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-        assert "KILLED" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
-        line = next(line for line in done.stdout.splitlines() if line.startswith("EXIT"))
-        _, code, retried, failed = line.split(maxsplit=3)
-        assert code == "0" and json.loads(failed) == [], (code, retried, failed)
-        assert differences(config) == []
-        assert pl.read_parquet(results / "leaderboard.parquet").height > 0
-        if int(retried) >= 1:
-            break
-    assert int(retried) >= 1, "the node was never killed with a shard in flight"
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env_with(cache_dir, plugin(tmp_path)),
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "KILLED" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+    lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in done.stdout.splitlines()
+             if line.startswith(("EXIT", "DIFFERENCES"))}
+    code, retried, failed = lines["EXIT"].split(maxsplit=2)
+    assert code == "0" and json.loads(failed) == [] and int(retried) >= 1, lines["EXIT"]
+    assert json.loads(lines["DIFFERENCES"]) == []  # every row present exactly once, with the undisturbed values
+    assert pl.read_parquet(results / "leaderboard.parquet").height > 0
