@@ -29,7 +29,8 @@ REFUSED = {
            "the triplet of each query by the clean reference within ε of it",
 }
 
-_AA_NORM = {"l2": "L2", "linf": "Linf"}
+#: our norm names in pyautoattack's spelling (shared with the retrieval attacks' Square)
+AA_NORM = {"l2": "L2", "linf": "Linf"}
 
 #: how far beyond ε a point pyautoattack returns may lie (its float32 clipping and normalisations)
 _REL_SLACK, _ABS_SLACK = 1e-4, 1e-5
@@ -119,7 +120,7 @@ class StackedView(nn.Module):
 
 
 @contextlib.contextmanager
-def _quiet_and_isolated(device: torch.device):
+def quiet_and_isolated(device: torch.device):
     """Silence pyautoattack's logger, keep its global reseeding and its ``sys.settrace(None)`` from leaking."""
     logger = logging.getLogger("auto-attack")
     disabled, tracer = logger.disabled, sys.gettrace()
@@ -277,17 +278,18 @@ class AutoAttack(Attack):
 
         device, dtype = x.device, x.dtype
         aa = PyAutoAttack(model, attacks=list(self.attacks), device=device, eps=self.eps,
-                          norm=_AA_NORM[self.norm], seed=self.seed, version="custom")
+                          norm=AA_NORM[self.norm], seed=self.seed, version="custom")
         aa.verbose = False
         # rebuilt rather than edited: APGD derives its step-size checkpoints from n_iter in __init__
-        aa.apgd = APGDAttack(model, n_iter=self.n_iter, norm=_AA_NORM[self.norm], n_restarts=self.restarts,
+        aa.apgd = APGDAttack(model, n_iter=self.n_iter, norm=AA_NORM[self.norm], n_restarts=self.restarts,
                              eps=self.eps, seed=self.seed, loss="ce", eot_iter=1, rho=0.75, verbose=False,
                              device=device, logger=aa.logger)
         aa.square.n_queries = self.n_queries
-        with _quiet_and_isolated(device):
+        with quiet_and_isolated(device):
             x_adv, _ = aa.run_standard_evaluation(x.detach().float().contiguous(), y.contiguous(),
                                                   batch_size=x.shape[0])
         return x_adv.to(dtype)
 
 
-__all__ = ["AutoAttack", "ReferenceView", "StackedView", "separated_groups", "TWO_CLASS_ATTACKS", "REFUSED"]
+__all__ = ["AA_NORM", "AutoAttack", "ReferenceView", "StackedView", "separated_groups", "TWO_CLASS_ATTACKS", "REFUSED",
+           "quiet_and_isolated"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.autoattack import _AA_NORM, _quiet_and_isolated
+from attacks.autoattack import AA_NORM, quiet_and_isolated
 from attacks.base import Attack
 from attacks.threat import project, random_start, sample_generators, sample_seed, steepest_direction
 from suite import validate
@@ -313,11 +313,11 @@ class RetrievalAttack(Attack):
             y = torch.zeros(1, dtype=torch.long, device=device)
             at = torch.tensor([row], device=device)
             base = sample_seed(self.seed, objective.queries.sample_id[row])
-            square = SquareAttack(_SquareView(objective, row), norm=_AA_NORM[self.norm], n_queries=self.n_queries,
+            square = SquareAttack(_SquareView(objective, row), norm=AA_NORM[self.norm], n_queries=self.n_queries,
                                   eps=self.eps, p_init=self.p_init, n_restarts=1, seed=0, verbose=False,
                                   loss="margin", device=device)
             for restart in range(self.restarts):
-                with _quiet_and_isolated(device):
+                with quiet_and_isolated(device):
                     torch.manual_seed((base + restart) % (1 << 63))
                     square.init_hyperparam(x)
                     _, x_best = square.attack_single_run(x, y)

@@ -85,6 +85,36 @@ def _metric_info(spec, cache: dict) -> tuple:
     return cache[key]
 
 
+def _center_smoothing_problem(spec, output: str, cache: dict) -> str | None:
+    """Why center smoothing cannot bound the distance of metric ``spec`` (``None`` where it can), found before
+    any cell runs: a metric without an embedding (SSIM) has nothing to smooth, and with ``output = "auto"`` the
+    metric's distance must be ``1 − cos`` or the ℓ2 distance of its embeddings
+    (:func:`suite.smoothed.detect_output` on two seeded random 32×32 images; PSNR, a log of a distance, is
+    neither). A cell of such a metric could only fail."""
+    import json
+
+    import torch
+
+    from suite.smoothed import detect_output
+
+    key = ("center-smoothing", spec.name, json.dumps(spec.options, sort_keys=True, default=str), output)
+    if key not in cache:
+        metric = build_metric(spec.name, spec.options)
+        if not getattr(metric, "has_embed", False):
+            cache[key] = "it has no embedding to smooth"
+        elif output != "auto":
+            cache[key] = None
+        else:
+            gen = torch.Generator().manual_seed(0)
+            x, y = torch.rand(2, 2, 3, 32, 32, generator=gen)
+            try:
+                detect_output(metric, x, y)
+                cache[key] = None
+            except SuiteError as err:
+                cache[key] = str(err)
+    return cache[key]
+
+
 def not_evaluated_key(spec) -> str:
     """Key of the store entry saying that the metric ``spec`` could not be evaluated here."""
     return cell_key({"kind": "not-evaluated", "metric": spec.label, "metric_name": spec.name,
@@ -213,6 +243,12 @@ def expand(config: RunConfig, trained: dict[str, Path] | None = None, cache: dic
                 if ev.kind == "attack" and _attack_goal(ev, next(iter(ev.eps)), config.seed, cache) != "2afc":
                     notes.append(f"attack {ev.label!r} attacks retrieval queries; left out on 2AFC dataset {ds.name!r}")
                     continue
+                if ev.kind == "distance" and ev.options.get("bound") == "smoothing":
+                    problem = _center_smoothing_problem(spec, ev.options.get("output", "auto"), cache)
+                    if problem:
+                        notes.append(f"{label}: center-smoothing distance cells {ev.label or ev.kind!r} left out "
+                                     f"({problem})")
+                        continue
                 if ev.kind == "natural":
                     cells.append(Cell(kind="natural", budgets=(0.0,), **base))
                 elif ev.kind == "certified" and ev.attack == "smoothing":  # certifies any metric

@@ -34,7 +34,7 @@ class Entry:
     target: Any  # the object, or a "module:attr" string until first use
     description: str
     aliases: tuple[str, ...] = ()
-    origin: str = "builtin"
+    origin: str | _ModuleOrigin = "builtin"
 
     def resolve(self) -> Any:
         if isinstance(self.target, str):
@@ -65,6 +65,20 @@ def package_of(module: str) -> str:
     """The installed distribution that provides ``module`` (its name), else the module's name."""
     names = _distributions().get(module.partition(".")[0])
     return f"package {names[0]}" if names else f"module {module}"
+
+
+class _ModuleOrigin:
+    """Where a decorated entry comes from, looked up when a message first needs it: the lookup
+    (``packages_distributions``, every installed file listed) costs more than a second, and every
+    process that imports a registering module (each Ray worker) would pay it at import."""
+
+    def __init__(self, module: str):
+        self.module = module
+
+    def __str__(self) -> str:
+        return package_of(self.module)
+
+    __repr__ = __str__
 
 
 def _same_target(a: Any, b: Any) -> bool:
@@ -98,7 +112,7 @@ class Registry:
 
         def decorate(obj: Any) -> Any:
             self.add(name, obj, description=description or _first_line(obj), aliases=aliases,
-                     origin=package_of(getattr(obj, "__module__", "") or "?"))
+                     origin=_ModuleOrigin(getattr(obj, "__module__", "") or "?"))
             return obj
 
         return decorate

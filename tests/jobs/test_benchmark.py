@@ -86,6 +86,25 @@ def test_expand_covers_the_grid_and_keys_change_with_weights(tmp_path, cache_dir
     assert ladder.budgets == (0.5, 2.0)  # one cell runs every budget of its (attack, threat, norm)
 
 
+def test_center_smoothing_distance_cells_leave_out_metrics_without_an_embedding(tmp_path, cache_dir):
+    """SSIM has no embedding to smooth and PSNR's distance is neither 1 − cos nor an ℓ2 distance of embeddings:
+    their cells could only fail, so they are left out with a note; ℓ2 (identity embedding) and LipSim stay."""
+    smoothing = {"kind": "distance", "label": "cs", "eps": {"l2": [0.1]},
+                 "options": {"steps": 2, "bound": "smoothing", "sigma": 0.25}}
+    plain = {"kind": "distance", "label": "lip", "eps": {"l2": [0.1]}, "options": {"steps": 2}}
+    metrics = [{"name": "l2"}, {"name": "psnr"}, {"name": "ssim"}, {"name": "lipsim", "options": {"preset": "tiny"}}]
+    cells, notes = expand(parse_config(small_config(tmp_path, [smoothing, plain], metrics=metrics)))
+    smoothed = {c.metric_name for c in cells if c.attack == "cs"}
+    assert smoothed == {"l2", "lipsim"}
+    assert {c.metric_name for c in cells if c.attack == "lip"} == {"l2", "psnr", "ssim", "lipsim"}
+    assert any(n.startswith("ssim") and "'cs'" in n and "no embedding to smooth" in n for n in notes), notes
+    assert any(n.startswith("psnr") and "'cs'" in n and "measures neither" in n for n in notes), notes
+    # told which output the metric measures, the config is taken at its word (the cell checks it when it runs)
+    smoothing["options"]["output"] = "euclidean"
+    cells, _ = expand(parse_config(small_config(tmp_path, [smoothing], metrics=metrics)))
+    assert {c.metric_name for c in cells} == {"l2", "psnr", "lipsim"}
+
+
 def _run_subprocess(config_path, env, address):
     return subprocess.Popen([sys.executable, "-m", "jobs.benchmark", "--config", str(config_path), "--no-progress",
                              "--address", address],
