@@ -1,8 +1,10 @@
-"""Shared fixtures. One local Ray cluster per test session, bound to 127.0.0.1."""
+"""Shared fixtures. One local Ray cluster, bound to 127.0.0.1, for the tests in tests/jobs."""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +18,15 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
+#: the tests that use the shared cluster live here; it is stopped once the run leaves this folder
+RAY_TESTS = Path(__file__).parent / "jobs"
+
+
+@pytest.fixture
 def ray_cluster():
-    """A real local Ray cluster shared by every test that needs one (2 CPUs, loopback only)."""
+    """A real local Ray cluster shared by the tests that need one (2 CPUs, loopback only): started by the first,
+    stopped when the run leaves ``tests/jobs`` (its idle processes took about a tenth of a core from every
+    test after them), started again if a later test asks."""
     import ray
 
     from jobs.cluster import start_local
@@ -40,8 +48,16 @@ def ray_cluster():
                 os.environ.pop("RAY_API_SERVER_ADDRESS", None)
             else:
                 os.environ["RAY_API_SERVER_ADDRESS"] = saved
-    yield ray
-    ray.shutdown()
+    return ray
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the shared cluster after the last test of ``tests/jobs`` (and at the end of the run)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and (nextitem is None or RAY_TESTS not in Path(nextitem.path).parents):
+        ray.shutdown()
 
 
 @pytest.fixture
