@@ -10,7 +10,8 @@ batches of 16, shards of 32 samples. It runs
   ``run()`` (validation, actors loading their metric, shards, merge, worst case, invariants,
   leaderboard), each time into a fresh results folder;
 
-and prints each wall time, the ratios, and how long each worker took to load its metric.
+and prints each wall time, the ratios, how long each worker took to load its metric, and how long each
+actor took from being asked for to ready (a new process: Python, torch and the suite imported, then the load).
 Then the shard sweep: one natural cell of 512 triplets (L2, 32×32) with shard sizes 16, 64,
 256 and 512 on one worker; the extra time per extra shard is the fixed cost of a shard
 (an actor call, the rows back to the driver, one shard file written and read).
@@ -92,8 +93,10 @@ def main() -> None:
         assert summary.ok, (summary.failed, summary.violations)
         walls[workers] = summary.seconds
         loads = ", ".join(f"{w['metric']} {w['load_seconds']:.2f} s" for w in summary.workers)
+        ready = ", ".join(f"{w['ready_seconds']:.1f} s" for w in summary.workers)
         print(f"Ray, {workers} worker{'s' if workers > 1 else ' '}:          {summary.seconds:7.1f} s   "
-              f"(metric load per worker: {loads})")
+              f"(metric load per worker: {loads}; asked for → ready, a new process importing torch included: "
+              f"{ready})")
     print(f"ratios: 1 worker / in process = {walls[1] / seconds:.2f}; 2 workers / 1 worker = {walls[2] / walls[1]:.2f}")
 
     print(f"shard sweep: one natural cell, L2, {args.sweep_count} triplets at 32×32, batches of 16, 1 worker")

@@ -95,6 +95,7 @@ class _Actor:
     state: str = "loading"  # loading -> idle <-> running
     ref: Any = None
     shard: Shard | None = None
+    created: float = 0.0  # time.monotonic() when the driver asked for it
 
 
 def group_of(shard: Shard, gpus: float = 0.0) -> str:
@@ -204,7 +205,7 @@ class WorkerPool:
         name, options, gpus = json.loads(group)
         remote = self._class.options(num_cpus=self.cpus, num_gpus=gpus, max_restarts=0, max_task_retries=0)
         handle = remote.remote(name, options, self.device, self.threads)
-        self.actors.append(_Actor(handle, group, ref=handle.load.remote()))
+        self.actors.append(_Actor(handle, group, ref=handle.load.remote(), created=time.monotonic()))
 
     def _dispatch(self, actor: _Actor, shard: Shard) -> None:
         actor.state, actor.shard, actor.ref = "running", shard, actor.handle.run.remote(shard)
@@ -227,8 +228,8 @@ class WorkerPool:
             value = ray.get(ref)
         except Exception as err:  # noqa: BLE001 - sorted into application errors and system failures
             return self._failed(actor, shard, err, loading)
-        if loading:
-            self.loads.append(value)
+        if loading:  # ready_seconds: asked for → metric loaded (a process started, torch imported, the build)
+            self.loads.append({**value, "ready_seconds": time.monotonic() - actor.created})
             return []
         return [Outcome(shard, rows=value)]
 
