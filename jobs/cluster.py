@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 from suite.errors import SuiteError
@@ -22,14 +22,12 @@ def connect(address: str | None = None, worker_logs: bool = False) -> bool:
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
-    if address and _is_loopback(address):
+    if address:
         # a cluster started by start_local listens on 127.0.0.1 only: a driver joining it with the multi-machine
         # switch on resolves itself to the machine's address and waits forever for a raylet there. With the
         # switch off it joins both that cluster and a `ray start --head` reached through 127.0.0.1.
-        with _single_machine():
+        with _single_machine() if _is_loopback(address) else nullcontext():
             ray.init(address=address, log_to_driver=worker_logs)
-    elif address:
-        ray.init(address=address, log_to_driver=worker_logs)
     else:
         start_local(worker_logs=worker_logs)
     return True
